@@ -1,0 +1,172 @@
+"""The `bam` command: each subcommand loads its recipe, calls one stage function, and shows progress.
+
+Everything rich (progress bars, tables) lives here, not in the stages. Input
+errors (`BamError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bam.config import load_recipe
+from bam.errors import BamError
+
+console = Console(stderr=True)
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def reports_errors(command):
+    """Turn a BamError into one line on stderr and exit status 2, with no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BamError as error:
+            click.echo(f"bam: error: {error}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def shared_options(command):
+    """The options every training command takes."""
+    options = [
+        click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--tasks", help="Comma-separated subset of the recipe's tasks, e.g. rte,mrpc."),
+        click.option("--seed", type=int, help="Random seed (overrides the recipe's `seed`); same seed, same metrics."),
+        click.option(
+            "--data-dir",
+            type=click.Path(path_type=Path),
+            envvar="BAM_DATA_DIR",
+            help="Local folder in GLUE's TSV layout (<dir>/RTE/train.tsv ...); default: $BAM_DATA_DIR, else the Hugging Face hub.",
+        ),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. --set student.learning_rate=3e-5 (repeatable)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _recipe(path: Path, overrides: tuple[str, ...], seed: int | None, extra: tuple[str, ...] = ()):
+    settings = [*overrides, *extra, *([f"seed={seed}"] if seed is not None else [])]
+    return load_recipe(path, settings)
+
+
+@contextlib.contextmanager
+def progress_bars():
+    """A rich progress display; yields a factory of per-run step callbacks."""
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  λ {task.fields[gold_weight]:.2f}  {task.fields[rate]:.1f} ex/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, transient=False) as progress:
+
+        def start(description: str):
+            bar = progress.add_task(description, total=None, loss=float("nan"), gold_weight=1.0, rate=0.0)
+
+            def update(report):
+                progress.update(
+                    bar, completed=report.step, total=report.total_steps,
+                    loss=report.loss, gold_weight=report.gold_weight, rate=report.examples_per_second,
+                )  # fmt: skip
+
+            return update
+
+        yield start
+
+
+def summary_table(title: str, results: dict, seconds: float) -> Table:
+    """Every metric and the score per task, then the average."""
+    table = Table(title=f"{title} ({seconds / 60:.1f} min)")
+    table.add_column("task")
+    table.add_column("metrics")
+    table.add_column("score", justify="right")
+    for task, values in results["tasks"].items():
+        described = "  ".join(f"{name} {value:.2f}" for name, value in values.items() if name != "score")
+        table.add_row(task, described, f"{values['score']:.2f}")
+    table.add_row("[bold]average", "", f"[bold]{results['average']:.2f}")
+    return table
+
+
+@click.group()
+@click.version_option(package_name="bam")
+def main():
+    """bam: Born-Again Multi-Task networks.
+
+    Train single-task teachers (train-teachers), then distil them into one
+    multi-task student with teacher annealing (distill).
+    """
+    _quiet_libraries()
+
+
+@main.command("train-teachers")
+@shared_options
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("teachers"), show_default=True, help="Teacher store to write into.")
+@reports_errors
+def train_teachers_command(recipe, tasks, seed, data_dir, overrides, out):
+    """Fine-tune one model per task of RECIPE and cache its predictions in the teacher store."""
+    from bam.data import data_directory
+    from bam.tasks import resolve
+    from bam.teachers import train_teachers
+
+    loaded = _recipe(recipe, overrides, seed)
+    chosen = resolve(loaded, tasks)
+    folder = data_directory(str(data_dir) if data_dir else None)
+    started = time.perf_counter()
+    with progress_bars() as start:
+        results = train_teachers(loaded, chosen, data_dir=folder, store=out, progress=lambda name: start(f"teacher {name}"))
+    console.print(summary_table(f"Teachers (dev), store {out}", results, time.perf_counter() - started))
+
+
+@main.command("distill")
+@shared_options
+@click.option(
+    "--anneal",
+    type=click.Choice(["linear", "none", "constant"]),
+    help="Teacher annealing: linear (lambda = step/total, the paper), none (gold labels only, no teachers needed), constant (fixed blend). Default: the recipe's student.anneal.",
+)
+@click.option("--teacher-weight", type=float, help="With --anneal constant: the teacher's fixed weight 1 - lambda.")
+@click.option("--teachers", "teacher_store", type=click.Path(file_okay=False, path_type=Path), default=Path("teachers"), show_default=True, help="Teacher store to read.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory. Default: runs/<recipe>-<anneal>-seed<N>.")
+@reports_errors
+def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_weight, teacher_store, out):
+    """Train one multi-task student on all tasks of RECIPE, distilled from the teacher store."""
+    from bam.data import data_directory
+    from bam.student import distill
+    from bam.tasks import resolve
+
+    extra = (*([f'student.anneal="{anneal}"'] if anneal else []), *([f"student.teacher_weight={teacher_weight}"] if teacher_weight is not None else []))
+    loaded = _recipe(recipe, overrides, seed, extra)
+    chosen = resolve(loaded, tasks)
+    folder = data_directory(str(data_dir) if data_dir else None)
+    out = out or Path("runs") / f"{recipe.stem}-{loaded.student.anneal}-seed{loaded.seed}"
+    started = time.perf_counter()
+    with progress_bars() as start:
+        results = distill(loaded, chosen, data_dir=folder, teacher_store=teacher_store, out=out, progress=start("student"))
+    console.print(summary_table(f"Student (dev), run {out}", results, time.perf_counter() - started))
+
+
+if __name__ == "__main__":
+    main()

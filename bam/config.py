@@ -1,0 +1,228 @@
+"""Typed, frozen configuration loaded from TOML recipes.
+
+A recipe lists only what differs from the defaults below, which are the BAM
+paper's settings. Every field says why it exists. Loading rejects unknown keys
+(with a "did you mean") and wrong types, naming the key; `--set key=value`
+overrides go through the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bam.errors import BamError
+
+
+def setting(default: Any, why: str) -> Any:
+    """A dataclass field with its default and a one-line reason (shown by `bam show-config`)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"why": why})
+    return field(default=default, metadata={"why": why})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is fine-tuned; the defaults are the paper's single-task teacher settings."""
+
+    learning_rate: float = setting(5e-5, "peak AdamW learning rate (paper: 5e-5 single-task, 1e-4 multi-task)")
+    batch_size: int = setting(32, "examples per optimizer step (paper: 32 single-task, 128 multi-task)")
+    epochs: float = setting(3.0, "passes over the summed training sets; sets the total number of steps")
+    layerwise_lr_decay: float = setting(1.0, "each encoder layer below the top trains at this factor of the one above")
+    warmup_fraction: float = setting(0.1, "share of steps with linear learning-rate warm-up before linear decay")
+    weight_decay: float = setting(0.01, "AdamW weight decay, not applied to biases and LayerNorm weights")
+    max_grad_norm: float = setting(1.0, "gradients are clipped to this global norm")
+    task_sampling_alpha: float = setting(0.75, "tasks are sampled in proportion to |D|^alpha (1 proportional, 0 uniform)")
+
+
+@dataclass(frozen=True)
+class StudentConfig(TrainConfig):
+    """The multi-task student: the paper's multi-task settings plus the distillation schedule."""
+
+    learning_rate: float = setting(1e-4, "peak AdamW learning rate (paper: 1e-4 for the multi-task model)")
+    batch_size: int = setting(128, "examples per optimizer step (paper: 128 for the multi-task model)")
+    epochs: float = setting(6.0, "passes over the summed training sets (paper: 6 for the multi-task model)")
+    layerwise_lr_decay: float = setting(0.9, "per-layer learning-rate factor (paper: 0.9 for the multi-task model)")
+    anneal: Literal["linear", "none", "constant"] = setting(
+        "linear", "teacher annealing: lambda = step/total (linear), gold only (none), fixed blend (constant)"
+    )
+    teacher_weight: float = setting(0.5, "with anneal = constant: the fixed weight 1 - lambda given to the teacher")
+
+
+@dataclass(frozen=True)
+class LocalFiles:
+    """Where a task lives in a local folder of delimited text files (GLUE's canonical TSV layout)."""
+
+    folder: str = setting("", "sub-folder of the data directory, e.g. RTE")
+    text_columns: tuple[int | str, ...] = setting((), "one or two text columns: header names, or 0-based positions")
+    label_column: int | str = setting("label", "the gold label column: header name or 0-based position")
+    train: str = setting("train.tsv", "training file inside the folder")
+    dev: dict[str, str] = setting({"dev": "dev.tsv"}, "evaluation splits: split name -> file (MNLI has two)")
+    header: bool = setting(True, "whether the first line names the columns (CoLA's files have none)")
+    delimiter: str = setting("\t", "field separator; quotes are never interpreted, as in GLUE's files")
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """Where a task lives on the Hugging Face hub, used when no local data directory is given."""
+
+    path: str = setting("nyu-mll/glue", "dataset repository on the hub")
+    name: str = setting("", "dataset configuration, e.g. rte")
+    text_fields: tuple[str, ...] = setting((), "one or two text fields")
+    label_field: str = setting("label", "gold label field: an index into `labels`, or a number for regression")
+    train: str = setting("train", "training split")
+    dev: dict[str, str] = setting({"dev": "validation"}, "evaluation splits: our name -> hub split")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task as data: where its examples are, what its labels mean, how it is scored."""
+
+    type: Literal["classification", "regression"] = setting("classification", "the task type, which picks head and loss")
+    labels: tuple[str, ...] = setting((), "label names in the order of the classifier's outputs (classification)")
+    metrics: tuple[str, ...] = setting(("accuracy",), "official metrics; the task score is their mean")
+    label_range: tuple[float, float] = setting((0.0, 1.0), "regression targets are scaled from this range to [0, 1]")
+    local: LocalFiles = setting(LocalFiles(), "how to read the task from a local folder")
+    hub: HubDataset = setting(HubDataset(), "how to read the task from the Hugging Face hub")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a teacher or student run needs; the defaults are the BAM paper's."""
+
+    model: str = setting("", "encoder: hub id, local folder, or package:<module> for a pip-installed model")
+    tasks: tuple[str, ...] = setting((), "tasks to train on, by registry name or custom_tasks name")
+    max_length: int = setting(128, "tokens per example after truncation (paper: 128)")
+    pooling: Literal["first", "mean"] = setting("first", "sentence vector for the heads: first token, or mean of tokens")
+    precision: Literal["auto", "bf16", "fp32"] = setting("auto", "bf16 autocast or fp32; auto picks bf16 only where it is fast (CUDA, CPUs with usable AMX)")
+    seed: int = setting(0, "seeds data order, initialisation and dropout; same seed, same metrics")
+    eval_batch_size: int = setting(128, "examples per batch when predicting (no gradients, so larger)")
+    teacher: TrainConfig = setting(TrainConfig(), "single-task teacher training")
+    student: StudentConfig = setting(StudentConfig(), "multi-task student training")
+    custom_tasks: dict[str, TaskSpec] = setting({}, "tasks declared in the recipe, usable by name in `tasks`")
+
+
+# ---------------------------------------------------------------------------
+# Converting plain TOML values into the dataclasses above, checking as we go.
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    """' (did you mean "x"?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _convert(value: Any, annotation: Any, key: str, default: Any = None) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return build(annotation, value, key, base=default)
+    if origin is Literal:
+        if value not in args:
+            raise BamError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _convert(value, option, key)
+            except BamError:
+                continue
+        raise BamError(f"{key}: expected {_type_name(annotation)}, got {_type_name(type(value))} {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise BamError(f"{key}: expected a list, got {_type_name(type(value))} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(item, args[0], f"{key}[{i}]") for i, item in enumerate(value))
+        if len(value) != len(args):
+            raise BamError(f"{key}: expected a list of {len(args)} values, got {len(value)}")
+        return tuple(_convert(item, arg, f"{key}[{i}]") for i, (item, arg) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise BamError(f"{key}: expected a table, got {_type_name(type(value))} {value!r}")
+        return {name: _convert(item, args[1], f"{key}.{name}") for name, item in value.items()}
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and (type(value) is annotation):
+        return value
+    raise BamError(f"{key}: expected {_type_name(annotation)}, got {_type_name(type(value))} {value!r}")
+
+
+def _type_name(annotation: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table", list: "a list"}
+    if annotation in names:
+        return names[annotation]
+    return str(annotation).replace("typing.", "")
+
+
+def build(cls: type, data: Any, where: str = "", base: Any = None) -> Any:
+    """Build dataclass `cls` from a TOML table, on top of `base` (default: the class defaults).
+
+    Unknown keys and wrong types raise BamError naming the dotted key.
+    """
+    if not isinstance(data, dict):
+        raise BamError(f"{where or 'recipe'}: expected a table, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    base = base if base is not None else cls()
+    values = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        if name not in fields:
+            raise BamError(f"unknown key {key!r}{did_you_mean(name, fields)}")
+        values[name] = _convert(value, hints[name], key, default=getattr(base, name))
+    return dataclasses.replace(base, **values)
+
+
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """Split 'student.learning_rate=3e-5' into (['student', 'learning_rate'], 3e-5).
+
+    The value is read as a TOML value, so numbers, booleans and lists keep their
+    type; anything that is not valid TOML is taken as a plain string.
+    """
+    if "=" not in assignment:
+        raise BamError(f"--set {assignment!r}: expected key=value")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Read a recipe file, apply `key=value` overrides, and check every key and type."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BamError(f"{path}: recipe not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise BamError(f"{path}: not valid TOML: {error}") from None
+    for assignment in overrides:
+        keys, value = parse_override(assignment)
+        table = data
+        for part in keys[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise BamError(f"--set {assignment!r}: {part!r} is not a table")
+        table[keys[-1]] = value
+    try:
+        recipe = build(Recipe, data)
+    except BamError as error:
+        raise BamError(f"{path}: {error}") from None
+    if not recipe.model:
+        raise BamError(f"{path}: 'model' is required")
+    if not recipe.tasks:
+        raise BamError(f"{path}: 'tasks' is required and must name at least one task")
+    return recipe
+
+
+def to_dict(config: Any) -> Any:
+    """A JSON-ready view of a config (tuples become lists), for the run directory."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,202 @@
+"""Reading task data into `datasets.Dataset`s, fingerprinting it, tokenizing it, batching it.
+
+Every split becomes a Dataset with the columns `id` (a stable integer: the
+example's row in its file or hub split), `text_a`, `text_b` and `label` (a
+class index, or a regression target scaled to [0, 1]). Data comes from a local
+folder in GLUE's TSV layout when one is given, otherwise from the hub.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from bam.config import TaskSpec
+from bam.errors import BamError
+from bam.tasks import Task
+
+datasets.disable_progress_bars()
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """One task's training split and its evaluation splits (name -> Dataset)."""
+
+    task: Task
+    train: datasets.Dataset
+    dev: dict[str, datasets.Dataset]
+
+
+def data_directory(option: str | None) -> Path | None:
+    """The local data folder from --data-dir or BAM_DATA_DIR, or None to use the hub."""
+    chosen = option or os.environ.get("BAM_DATA_DIR")
+    if not chosen:
+        return None
+    folder = Path(chosen).expanduser()
+    if not folder.is_dir():
+        raise BamError(f"data directory {folder} does not exist")
+    return folder
+
+
+def load_task(task: Task, data_dir: Path | None) -> TaskData:
+    """All splits of one task, from `data_dir` if given, else from the Hugging Face hub."""
+    if data_dir is not None:
+        local = task.spec.local
+        folder = data_dir / local.folder
+        train = read_delimited(folder / local.train, task.spec)
+        dev = {split: read_delimited(folder / name, task.spec) for split, name in local.dev.items()}
+    else:
+        hub = task.spec.hub
+        train = read_hub(task.spec, hub.train)
+        dev = {split: read_hub(task.spec, name) for split, name in hub.dev.items()}
+    return TaskData(task, train, dev)
+
+
+def _column_index(column: int | str, header: list[str] | None, path: Path) -> int:
+    if isinstance(column, int):
+        return column
+    if header is None:
+        raise BamError(f"{path}: column {column!r} is named, but the task says the file has no header")
+    if column not in header:
+        raise BamError(f"{path}: no column named {column!r} in the header ({', '.join(header)})")
+    return header.index(column)
+
+
+def _parse_label(raw: str, spec: TaskSpec, where: str) -> int | float:
+    if spec.type == "classification":
+        if raw not in spec.labels:
+            raise BamError(f"{where}: label {raw!r} is not one of {', '.join(spec.labels)}")
+        return spec.labels.index(raw)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BamError(f"{where}: regression label {raw!r} is not a number") from None
+    if not np.isfinite(value):
+        raise BamError(f"{where}: regression label {raw!r} is not a finite number")
+    low, high = spec.label_range
+    return (value - low) / (high - low)
+
+
+def _rows(path: Path, spec: TaskSpec):
+    try:
+        # utf-8-sig: MRPC's files start with a byte-order mark.
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            yield from csv.reader(handle, delimiter=spec.local.delimiter, quoting=csv.QUOTE_NONE)
+    except FileNotFoundError:
+        raise BamError(f"{path}: data file not found") from None
+    except UnicodeDecodeError as error:
+        raise BamError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def read_delimited(path: Path, spec: TaskSpec) -> datasets.Dataset:
+    """Read one split from a delimited text file, checking every row; quotes are literal text."""
+    local = spec.local
+    rows = _rows(path, spec)
+    header = next(rows, None) if local.header else None
+    columns = [_column_index(column, header, path) for column in (*local.text_columns, local.label_column)]
+    names = [str(column) for column in (*local.text_columns, local.label_column)]
+    texts_a, texts_b, labels = [], [], []
+    first_line = 2 if local.header else 1
+    for line, row in enumerate(rows, start=first_line):
+        if row == [] or row == [""]:
+            continue
+        where = f"{path}:{line}"
+        for name, index in zip(names, columns):
+            if index >= len(row):
+                raise BamError(f"{where}: row has {len(row)} fields, column {name!r} (position {index}) is missing")
+        texts_a.append(row[columns[0]])
+        texts_b.append(row[columns[1]] if len(local.text_columns) > 1 else None)
+        labels.append(_parse_label(row[columns[-1]], spec, where))
+    if not labels:
+        raise BamError(f"{path}: no examples")
+    return _to_dataset(texts_a, texts_b, labels, spec)
+
+
+def read_hub(spec: TaskSpec, split: str) -> datasets.Dataset:
+    """Read one split from the Hugging Face hub (needs network access on first use)."""
+    hub = spec.hub
+    try:
+        raw = datasets.load_dataset(hub.path, hub.name or None, split=split)
+    except Exception as error:  # the hub client raises many types; all mean "could not get it"
+        raise BamError(f"could not load {hub.path}/{hub.name} split {split!r} from the hub: {error}") from None
+    texts_a = raw[hub.text_fields[0]]
+    texts_b = raw[hub.text_fields[1]] if len(hub.text_fields) > 1 else [None] * len(raw)
+    labels = []
+    for row, value in enumerate(raw[hub.label_field]):
+        where = f"{hub.path}/{hub.name}:{split}[{row}]"
+        if spec.type == "classification":
+            if not isinstance(value, int) or not 0 <= value < len(spec.labels):
+                raise BamError(f"{where}: label {value!r} is not an index into {', '.join(spec.labels)}")
+            labels.append(value)
+        else:
+            labels.append(_parse_label(str(value), spec, where))
+    return _to_dataset(texts_a, texts_b, labels, spec)
+
+
+def _to_dataset(texts_a, texts_b, labels, spec: TaskSpec) -> datasets.Dataset:
+    label_type = datasets.Value("int64" if spec.type == "classification" else "float32")
+    features = datasets.Features(
+        {"id": datasets.Value("int64"), "text_a": datasets.Value("string"), "text_b": datasets.Value("string"), "label": label_type}
+    )
+    return datasets.Dataset.from_dict(
+        {"id": list(range(len(labels))), "text_a": texts_a, "text_b": texts_b, "label": labels}, features=features
+    )
+
+
+def fingerprint(dataset: datasets.Dataset) -> str:
+    """A hash of the examples themselves (ids, texts, labels), whatever file or hub they came from."""
+    digest = hashlib.sha256()
+    for column in ("id", "text_a", "text_b", "label"):
+        digest.update(json.dumps(dataset[column][:], ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def column(dataset: datasets.Dataset, name: str) -> np.ndarray:
+    """One column as a NumPy array."""
+    return np.asarray(dataset[name][:])
+
+
+def tokenize(dataset: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:
+    """Add the tokenizer's model inputs and a `length` column (used to group batches by length)."""
+
+    def encode(batch):
+        pairs = batch["text_b"][0] is not None
+        encoded = tokenizer(batch["text_a"], batch["text_b"] if pairs else None, truncation=True, max_length=max_length)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    return dataset.map(encode, batched=True, batch_size=1000)
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of similar-length examples, so padding stays small but order stays random.
+
+    The examples are shuffled, cut into groups of 50 batches, sorted by length
+    inside each group, split into batches, and the batches shuffled.
+    """
+    order = rng.permutation(len(lengths))
+    group = batch_size * 50
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = order[start : start + group]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def load_tokenized(task: Task, data_dir: Path | None, tokenizer, max_length: int) -> tuple[TaskData, str]:
+    """One task's splits, tokenized, with the fingerprint of its training data."""
+    data = load_task(task, data_dir)
+    tokenized = TaskData(
+        task,
+        tokenize(data.train, tokenizer, max_length),
+        {split: tokenize(dataset, tokenizer, max_length) for split, dataset in data.dev.items()},
+    )
+    return tokenized, fingerprint(data.train)

@@ -1,0 +1,42 @@
+"""Writes that must never look complete when they are not.
+
+A run directory or a teacher is built under a hidden `.NAME.partial` folder
+and renamed into place only when everything in it has been written, so a
+killed process leaves nothing that a later reader would take as finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a scratch folder that replaces `final` only if the block finishes without error."""
+    final = Path(final)
+    partial = final.parent / f".{final.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    retired = final.parent / f".{final.name}.retired"
+    shutil.rmtree(retired, ignore_errors=True)
+    if final.exists():
+        final.rename(retired)
+    partial.rename(final)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON through a temporary file and a rename, so readers see all of it or none."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path)

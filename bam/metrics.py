@@ -1,0 +1,45 @@
+"""GLUE metrics by name, from scikit-learn and scipy, and the per-task and average scores.
+
+Every metric is reported on GLUE's 0-100 scale. A task's score is the mean of
+its metrics over all its evaluation splits (MRPC: F1 and accuracy; STS-B:
+Pearson and Spearman; MNLI: matched and mismatched accuracy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+from sklearn import metrics as sk
+
+MetricFunction = Callable[[np.ndarray, np.ndarray], float]
+
+METRICS: dict[str, MetricFunction] = {
+    "accuracy": lambda gold, predicted: sk.accuracy_score(gold, predicted),
+    "f1": lambda gold, predicted: sk.f1_score(gold, predicted, pos_label=1, zero_division=0.0),
+    "mcc": lambda gold, predicted: sk.matthews_corrcoef(gold, predicted),
+    "pearson": lambda gold, predicted: stats.pearsonr(gold, predicted).statistic,
+    "spearman": lambda gold, predicted: stats.spearmanr(gold, predicted).statistic,
+}
+
+
+def compute(names: Sequence[str], gold: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Each named metric on a 0-100 scale; a correlation of constant predictions counts as 0."""
+    results = {}
+    for name in names:
+        value = float(METRICS[name](np.asarray(gold), np.asarray(predicted)))
+        results[name] = 100.0 * (0.0 if np.isnan(value) else value)
+    return results
+
+
+def task_score(metric_values: Mapping[str, float]) -> float:
+    """A task's single score: the mean of all its metric values."""
+    return float(np.mean(list(metric_values.values())))
+
+
+def summarize(per_task: Mapping[str, Mapping[str, float]]) -> dict:
+    """The metrics.json layout: every metric plus a `score` per task, and the average score."""
+    tasks = {name: {**values, "score": task_score(values)} for name, values in per_task.items()}
+    average = float(np.mean([values["score"] for values in tasks.values()])) if tasks else float("nan")
+    return {"tasks": tasks, "average": average}

@@ -1,0 +1,69 @@
+"""Stage 2, `bam distill`: one shared encoder trained on all tasks against annealed teacher targets.
+
+build (data, teacher outputs, encoder with a head per task) -> train (targets
+`lambda * gold + (1 - lambda) * teacher`, lambda per `student.anneal`) ->
+evaluate (every task's dev metrics) -> save (a run directory with
+metrics.json, config.json and the model, renamed into place when complete).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bam import metrics
+from bam.config import Recipe, to_dict
+from bam.data import column, load_tokenized
+from bam.files import atomic_directory, write_json
+from bam.model import MultiTaskModel, load_encoder, load_tokenizer
+from bam.tasks import Task
+from bam.teacher_store import read_teacher
+from bam.training import ProgressCallback, evaluate, fit, seed_everything
+
+
+def distill(
+    recipe: Recipe,
+    tasks: list[Task],
+    *,
+    data_dir: Path | None,
+    teacher_store: Path,
+    out: Path,
+    progress: ProgressCallback | None = None,
+) -> dict:
+    """Train and evaluate the multi-task student, write its run directory, return its metrics."""
+    # build: read everything that can be refused before spending any time training
+    config = recipe.student
+    tokenizer = load_tokenizer(recipe.model)
+    prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
+    train_sets = {data.task.name: data.train for data, _ in prepared}
+    teacher_outputs = None
+    if config.anneal != "none":
+        teacher_outputs = {
+            data.task.name: read_teacher(teacher_store, data.task, torch.as_tensor(column(data.train, "id")), train_fingerprint)
+            for data, train_fingerprint in prepared
+        }
+    encoder = load_encoder(recipe.model)
+    seed_everything(recipe.seed)
+    model = MultiTaskModel(encoder, tasks, recipe.pooling)
+
+    # train
+    fit(
+        model, tasks, train_sets, tokenizer, config,
+        precision=recipe.precision, seed=recipe.seed, teacher_outputs=teacher_outputs,
+        anneal=config.anneal, teacher_weight=config.teacher_weight, progress=progress,
+    )  # fmt: skip
+
+    # evaluate
+    per_task = {
+        data.task.name: evaluate(model, data.task, data.dev, tokenizer, precision=recipe.precision, batch_size=recipe.eval_batch_size)[1]
+        for data, _ in prepared
+    }
+    results = metrics.summarize(per_task)
+
+    # save
+    with atomic_directory(out) as partial:
+        model.save(partial / "model", tokenizer)
+        write_json(partial / "config.json", {**to_dict(recipe), "teacher_store": str(teacher_store) if teacher_outputs else None})
+        write_json(partial / "metrics.json", results)
+    return results

@@ -1,0 +1,140 @@
+"""The task registry and the task types.
+
+Tasks are data: `glue_tasks.toml` (and a recipe's `[custom_tasks.NAME]`
+tables) give each task's files, fields, labels, type and metrics. The only code
+is per task *type*: how many outputs its head has, how gold labels and teacher
+outputs become training targets, its loss, and how outputs become predictions.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+
+import torch
+import torch.nn.functional as F
+
+from bam import metrics
+from bam.config import Recipe, TaskSpec, build, did_you_mean
+from bam.errors import BamError
+
+
+class Classification:
+    """Softmax over the label set; soft targets are probability distributions."""
+
+    name = "classification"
+
+    @staticmethod
+    def output_size(spec: TaskSpec) -> int:
+        return len(spec.labels)
+
+    @staticmethod
+    def gold_targets(labels: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+        return F.one_hot(labels.long(), len(spec.labels)).float()
+
+    @staticmethod
+    def teacher_targets(teacher_outputs: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(teacher_outputs.float(), dim=-1)
+
+    @staticmethod
+    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # Cross-entropy against a distribution, which is what the blended target is.
+        return -(targets * torch.log_softmax(outputs.float(), dim=-1)).sum(dim=-1).mean()
+
+    @staticmethod
+    def predictions(outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+        return outputs.argmax(dim=-1)
+
+
+class Regression:
+    """One output trained with squared error on targets scaled to [0, 1]."""
+
+    name = "regression"
+
+    @staticmethod
+    def output_size(spec: TaskSpec) -> int:
+        return 1
+
+    @staticmethod
+    def gold_targets(labels: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+        return labels.float()
+
+    @staticmethod
+    def teacher_targets(teacher_outputs: torch.Tensor) -> torch.Tensor:
+        return teacher_outputs.float().squeeze(-1)
+
+    @staticmethod
+    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(outputs.float().squeeze(-1), targets)
+
+    @staticmethod
+    def predictions(outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+        low, high = spec.label_range
+        return outputs.float().squeeze(-1) * (high - low) + low
+
+
+TASK_TYPES = {kind.name: kind for kind in (Classification, Regression)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named task spec with its type's behaviour attached."""
+
+    name: str
+    spec: TaskSpec
+
+    @property
+    def kind(self):
+        return TASK_TYPES[self.spec.type]
+
+    @property
+    def output_size(self) -> int:
+        return self.kind.output_size(self.spec)
+
+    def score(self, gold: torch.Tensor, outputs: torch.Tensor) -> dict[str, float]:
+        """The task's metrics for model outputs against gold labels (original scale for regression)."""
+        predicted = self.kind.predictions(outputs, self.spec).numpy()
+        if self.spec.type == "regression":
+            gold = Regression.predictions(gold.unsqueeze(-1), self.spec)
+        return metrics.compute(self.spec.metrics, gold.numpy(), predicted)
+
+
+@functools.cache
+def registry() -> dict[str, TaskSpec]:
+    """The built-in GLUE task specs, read from glue_tasks.toml."""
+    text = resources.files("bam").joinpath("glue_tasks.toml").read_text(encoding="utf-8")
+    return {name: build(TaskSpec, table, name) for name, table in tomllib.loads(text).items()}
+
+
+def check_spec(name: str, spec: TaskSpec) -> None:
+    """Reject specs that cannot work, naming the task and field."""
+    if spec.type == "classification" and len(spec.labels) < 2:
+        raise BamError(f"task {name!r}: a classification task needs at least two `labels`")
+    unknown = [metric for metric in spec.metrics if metric not in metrics.METRICS]
+    if unknown:
+        raise BamError(f"task {name!r}: unknown metric {unknown[0]!r}{did_you_mean(unknown[0], metrics.METRICS)}")
+    if not spec.metrics:
+        raise BamError(f"task {name!r}: `metrics` must name at least one metric")
+    if spec.type == "regression" and spec.label_range[1] <= spec.label_range[0]:
+        raise BamError(f"task {name!r}: `label_range` must be [low, high] with low < high")
+
+
+def resolve(recipe: Recipe, only: str | None = None) -> list[Task]:
+    """The recipe's tasks (or the comma-separated subset `only`), checked and in recipe order."""
+    known = {**registry(), **recipe.custom_tasks}
+    names = list(recipe.tasks)
+    if only:
+        wanted = [name.strip().lower() for name in only.split(",") if name.strip()]
+        for name in wanted:
+            if name not in names:
+                raise BamError(f"--tasks: {name!r} is not one of this recipe's tasks ({', '.join(names)}){did_you_mean(name, names)}")
+        names = wanted
+    tasks = []
+    for name in names:
+        if name not in known:
+            raise BamError(f"unknown task {name!r}{did_you_mean(name, known)}")
+        check_spec(name, known[name])
+        tasks.append(Task(name, known[name]))
+    return tasks

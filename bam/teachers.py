@@ -1,0 +1,82 @@
+"""Stage 1, `bam train-teachers`: one single-task model per task, and its cached predictions.
+
+For each task: build (data, encoder, head) -> train (gold labels) -> evaluate
+(dev metrics) -> save (the model, and its outputs on the FULL training set and
+on dev into the teacher store, with a manifest the student checks). All data
+is read before any training, so a bad file stops the run before it starts.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from bam import metrics
+from bam.config import Recipe, to_dict
+from bam.data import TaskData, column, load_tokenized
+from bam.model import MultiTaskModel, load_encoder, load_tokenizer
+from bam.tasks import Task
+from bam.teacher_store import write_teacher
+from bam.training import ProgressCallback, evaluate, fit, predict, seed_everything
+
+
+def train_teacher(
+    recipe: Recipe, data: TaskData, train_fingerprint: str, tokenizer, *, store: Path, progress: ProgressCallback | None = None
+) -> dict[str, float]:
+    """Fine-tune, evaluate and store the teacher of one task; returns its dev metrics."""
+    # build
+    task = data.task
+    encoder = load_encoder(recipe.model)
+    seed_everything(recipe.seed)
+    model = MultiTaskModel(encoder, [task], recipe.pooling)
+
+    # train
+    fit(model, [task], {task.name: data.train}, tokenizer, recipe.teacher, precision=recipe.precision, seed=recipe.seed, progress=progress)
+
+    # evaluate
+    predict_options = {"precision": recipe.precision, "batch_size": recipe.eval_batch_size}
+    dev_outputs, dev_metrics = evaluate(model, task, data.dev, tokenizer, **predict_options)
+    train_outputs = predict(model, task, data.train, tokenizer, **predict_options)
+
+    # save
+    def ids(dataset) -> torch.Tensor:
+        return torch.as_tensor(column(dataset, "id"))
+
+    predictions = {"train": (ids(data.train), train_outputs)}
+    predictions.update({split: (ids(data.dev[split]), outputs) for split, outputs in dev_outputs.items()})
+    write_teacher(
+        store,
+        task,
+        predictions=predictions,
+        train_fingerprint=train_fingerprint,
+        details={
+            "model": recipe.model,
+            "seed": recipe.seed,
+            "dev_metrics": {**dev_metrics, "score": metrics.task_score(dev_metrics)},
+            "recipe": to_dict(recipe),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+        save_model=lambda folder: model.save(folder, tokenizer),
+    )
+    return dev_metrics
+
+
+def train_teachers(
+    recipe: Recipe,
+    tasks: list[Task],
+    *,
+    data_dir: Path | None,
+    store: Path,
+    progress: Callable[[str], ProgressCallback | None] = lambda task_name: None,
+) -> dict:
+    """Train every task's teacher in turn; returns the metrics.json layout of their dev scores."""
+    tokenizer = load_tokenizer(recipe.model)
+    prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
+    results = {
+        data.task.name: train_teacher(recipe, data, train_fingerprint, tokenizer, store=store, progress=progress(data.task.name))
+        for data, train_fingerprint in prepared
+    }
+    return metrics.summarize(results)
