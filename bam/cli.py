@@ -84,11 +84,13 @@ def progress_bars():
     with Progress(*columns, console=console, transient=False) as progress:
 
         def start(description: str):
-            bar = progress.add_task(description, total=None, loss=float("nan"), gold_weight=1.0, rate=0.0)
+            bars = []  # created at the first step, so a run refused at start-up shows no empty bar
 
             def update(report):
+                if not bars:
+                    bars.append(progress.add_task(description, total=report.total_steps, loss=0.0, gold_weight=1.0, rate=0.0))
                 progress.update(
-                    bar, completed=report.step, total=report.total_steps,
+                    bars[0], completed=report.step,
                     loss=report.loss, gold_weight=report.gold_weight, rate=report.examples_per_second,
                 )  # fmt: skip
 

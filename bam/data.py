@@ -100,6 +100,8 @@ def read_delimited(path: Path, spec: TaskSpec) -> datasets.Dataset:
     local = spec.local
     rows = _rows(path, spec)
     header = next(rows, None) if local.header else None
+    if local.header and header is None:
+        raise BamError(f"{path}: empty file")
     columns = [_column_index(column, header, path) for column in (*local.text_columns, local.label_column)]
     names = [str(column) for column in (*local.text_columns, local.label_column)]
     texts_a, texts_b, labels = [], [], []

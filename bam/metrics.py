@@ -7,6 +7,7 @@ Pearson and Spearman; MNLI: matched and mismatched accuracy).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -28,7 +29,10 @@ def compute(names: Sequence[str], gold: np.ndarray, predicted: np.ndarray) -> di
     """Each named metric on a 0-100 scale; a correlation of constant predictions counts as 0."""
     results = {}
     for name in names:
-        value = float(METRICS[name](np.asarray(gold), np.asarray(predicted)))
+        with warnings.catch_warnings():
+            # A collapsed model predicts a constant; that is a score of 0, not a warning per batch.
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
+            value = float(METRICS[name](np.asarray(gold), np.asarray(predicted)))
         results[name] = 100.0 * (0.0 if np.isnan(value) else value)
     return results
 

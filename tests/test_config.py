@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+
+from bam.config import Recipe, StudentConfig, load_recipe
+from bam.errors import BamError
+from bam.tasks import resolve
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+
+
+def test_there_are_recipes():
+    assert {path.name for path in RECIPES} >= {"glue.toml", "glue-mini.toml"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.name)
+def test_every_recipe_loads_and_names_known_tasks(path):
+    recipe = load_recipe(path)
+    assert recipe.model and recipe.tasks
+    assert [task.name for task in resolve(recipe)] == list(recipe.tasks)
+    # Each recipe opens with a comment giving the exact command.
+    assert path.read_text().startswith("#") and "bam " in path.read_text()
+
+
+def test_paper_defaults_for_teacher_and_student():
+    recipe = Recipe()
+    assert (recipe.teacher.learning_rate, recipe.teacher.batch_size, recipe.teacher.epochs) == (5e-5, 32, 3.0)
+    assert (recipe.student.learning_rate, recipe.student.batch_size, recipe.student.epochs) == (1e-4, 128, 6.0)
+    assert recipe.student.layerwise_lr_decay == 0.9 and recipe.student.task_sampling_alpha == 0.75
+    assert recipe.max_length == 128
+
+
+def write(tmp_path, text):
+    path = tmp_path / "r.toml"
+    path.write_text('model = "m"\ntasks = ["rte"]\n' + text)
+    return path
+
+
+def test_a_partial_table_keeps_the_other_defaults_of_its_section(tmp_path):
+    recipe = load_recipe(write(tmp_path, "[student]\nepochs = 3\n"))
+    assert recipe.student.epochs == 3.0
+    assert recipe.student.learning_rate == StudentConfig().learning_rate == 1e-4
+
+
+def test_unknown_key_is_named_with_a_suggestion(tmp_path):
+    with pytest.raises(BamError, match=r"unknown key 'student.learning_rat' \(did you mean \"learning_rate\"\?\)"):
+        load_recipe(write(tmp_path, "[student]\nlearning_rat = 1e-4\n"))
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(BamError, match=r"teacher.batch_size: expected an integer, got a string '32'"):
+        load_recipe(write(tmp_path, '[teacher]\nbatch_size = "32"\n'))
+    with pytest.raises(BamError, match=r"precision: 'bf17' is not one of"):
+        load_recipe(write(tmp_path, 'precision = "bf17"\n'))
+
+
+def test_overrides_are_type_checked(tmp_path):
+    path = write(tmp_path, "")
+    recipe = load_recipe(path, ["student.learning_rate=3e-5", "seed=7", "pooling=mean", 'student.anneal="none"'])
+    assert (recipe.student.learning_rate, recipe.seed, recipe.pooling, recipe.student.anneal) == (3e-5, 7, "mean", "none")
+    with pytest.raises(BamError, match=r"seed: expected an integer"):
+        load_recipe(path, ["seed=seven"])
+    with pytest.raises(BamError, match=r"unknown key 'studnet'"):
+        load_recipe(path, ["studnet.epochs=1"])
+    with pytest.raises(BamError, match="expected key=value"):
+        load_recipe(path, ["seed"])
+
+
+def test_broken_toml_and_missing_recipe_are_one_clear_error(tmp_path):
+    with pytest.raises(BamError, match="not valid TOML"):
+        load_recipe(write(tmp_path, "[student\n"))
+    with pytest.raises(BamError, match="recipe not found"):
+        load_recipe(tmp_path / "absent.toml")
+
+
+def test_a_task_can_be_declared_in_the_recipe(tmp_path):
+    path = tmp_path / "custom.toml"
+    path.write_text(
+        'model = "m"\ntasks = ["sarcasm"]\n'
+        "[custom_tasks.sarcasm]\n"
+        'labels = ["plain", "sarcastic"]\nmetrics = ["f1", "accuracy"]\n'
+        'local = { folder = "Sarcasm", text_columns = ["text"], label_column = "tag" }\n'
+    )
+    (task,) = resolve(load_recipe(path))
+    assert task.name == "sarcasm" and task.output_size == 2
+    assert task.spec.local.text_columns == ("text",) and task.spec.local.train == "train.tsv"

