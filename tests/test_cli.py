@@ -1,0 +1,134 @@
+"""End-to-end: both stages through the `bam` command on the tiny encoder and the fixture data."""
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from bam.cli import main
+
+from conftest import GLUE_FIXTURE, write_recipe
+
+
+def bam(*arguments):
+    return CliRunner().invoke(main, [str(argument) for argument in arguments], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model):
+    """A recipe and the teacher store `bam train-teachers` made for it."""
+    folder = tmp_path_factory.mktemp("trained")
+    recipe = write_recipe(folder, tiny_model)
+    result = bam("train-teachers", recipe, "--data-dir", GLUE_FIXTURE, "--out", folder / "teachers")
+    assert result.exit_code == 0, result.output
+    return recipe, folder / "teachers"
+
+
+def test_train_teachers_fills_the_store(trained):
+    recipe, store = trained
+    assert sorted(path.name for path in store.iterdir()) == ["cola", "rte", "stsb"]
+    for task in ("cola", "rte", "stsb"):
+        manifest = json.loads((store / task / "manifest.json").read_text())
+        assert manifest["files"]["train"]["examples"] == 40
+        assert "score" in manifest["dev_metrics"]
+        assert (store / task / "model" / "heads.safetensors").is_file()
+        assert (store / task / "model" / "encoder" / "model.safetensors").is_file()
+
+
+def test_distill_writes_metrics_config_and_model(trained, tmp_path):
+    recipe, store = trained
+    result = bam("distill", recipe, "--anneal", "linear", "--teachers", store, "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(results["tasks"]) == {"rte", "stsb", "cola"}
+    assert set(results["tasks"]["stsb"]) == {"pearson", "spearman", "score"}
+    assert set(results["tasks"]["rte"]) == {"accuracy", "score"}
+    scores = [values["score"] for values in results["tasks"].values()]
+    assert results["average"] == pytest.approx(sum(scores) / 3)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["student"]["anneal"] == "linear" and config["teacher_store"] == str(store)
+    assert (tmp_path / "run" / "model" / "heads.safetensors").is_file()
+    assert "average" in result.output
+
+
+def test_same_recipe_and_seed_give_identical_metrics(trained, tmp_path):
+    recipe, store = trained
+    runs = []
+    for name in ("first", "second"):
+        result = bam("distill", recipe, "--teachers", store, "--data-dir", GLUE_FIXTURE, "--seed", 5, "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        runs.append((tmp_path / name / "metrics.json").read_text())
+    assert runs[0] == runs[1]
+    other = bam("distill", recipe, "--teachers", store, "--data-dir", GLUE_FIXTURE, "--seed", 6, "--out", tmp_path / "other")
+    assert (tmp_path / "other" / "metrics.json").read_text() != runs[0], other.output
+
+
+def test_anneal_none_needs_no_teachers(trained, tmp_path):
+    recipe, _ = trained
+    result = bam("distill", recipe, "--anneal", "none", "--teachers", tmp_path / "absent", "--data-dir", GLUE_FIXTURE, "--tasks", "rte", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((tmp_path / "run" / "metrics.json").read_text())["tasks"]) == {"rte"}
+
+
+def assert_one_line_error(result, message, leftover=None):
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("bam: error: ") and message in lines[-1], result.output
+    assert "Traceback" not in result.output
+    if leftover is not None:
+        assert not leftover.exists()
+
+
+def test_bad_recipe_key(tiny_model, tmp_path):
+    recipe = write_recipe(tmp_path, tiny_model, "[custom_tasks.x]\nlabelz = [1]\n")
+    assert_one_line_error(bam("distill", recipe, "--anneal", "none", "--data-dir", GLUE_FIXTURE), "unknown key 'custom_tasks.x.labelz' (did you mean \"labels\"?)")
+
+
+def test_unknown_task(tiny_recipe):
+    assert_one_line_error(bam("train-teachers", tiny_recipe, "--tasks", "rtee", "--data-dir", GLUE_FIXTURE), "'rtee' is not one of")
+
+
+def test_missing_data_file(tiny_recipe, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(GLUE_FIXTURE, data)
+    (data / "CoLA" / "dev.tsv").unlink()
+    result = bam("train-teachers", tiny_recipe, "--data-dir", data, "--out", tmp_path / "store")
+    assert_one_line_error(result, "CoLA/dev.tsv: data file not found", leftover=tmp_path / "store")
+
+
+def test_bad_label_in_data(tiny_recipe, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(GLUE_FIXTURE, data)
+    path = data / "RTE" / "train.tsv"
+    path.write_text(path.read_text().replace("\tentailment\n", "\tentails\n", 1))
+    result = bam("distill", tiny_recipe, "--anneal", "none", "--data-dir", data, "--out", tmp_path / "run")
+    assert_one_line_error(result, "RTE/train.tsv:2: label 'entails' is not one of", leftover=tmp_path / "run")
+
+
+def test_missing_model_path(tmp_path):
+    recipe = write_recipe(tmp_path, tmp_path / "no-such-model")
+    assert_one_line_error(bam("train-teachers", recipe, "--data-dir", GLUE_FIXTURE), "does not exist")
+
+
+def test_missing_teacher_store(tiny_recipe, tmp_path):
+    result = bam("distill", tiny_recipe, "--teachers", tmp_path / "absent", "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "run")
+    assert_one_line_error(result, "does not exist", leftover=tmp_path / "run")
+
+
+def test_teacher_store_from_other_data_is_refused(trained, tmp_path):
+    recipe, store = trained
+    data = tmp_path / "data"
+    shutil.copytree(GLUE_FIXTURE, data)
+    path = data / "STS-B" / "train.tsv"
+    path.write_text(path.read_text().replace("\t5.000\n", "\t4.000\n", 1))
+    result = bam("distill", recipe, "--teachers", store, "--data-dir", data, "--out", tmp_path / "run")
+    assert_one_line_error(result, "task 'stsb': teacher was made from different training data", leftover=tmp_path / "run")
+
+
+def test_help_explains_every_option():
+    for command in ("train-teachers", "distill"):
+        output = bam(command, "--help").output
+        for option in ("--tasks", "--seed", "--data-dir", "--out", "--set"):
+            assert option in output
+    assert "--anneal" in bam("distill", "--help").output
