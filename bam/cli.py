@@ -93,6 +93,12 @@ def progress_bars():
                     bars[0], completed=report.step,
                     loss=report.loss, gold_weight=report.gold_weight, rate=report.examples_per_second,
                 )  # fmt: skip
+                # Logs of background runs get a plain line every 5% instead of a live bar.
+                if not console.is_terminal and report.step % max(1, report.total_steps // 20) == 0:
+                    console.log(
+                        f"{description}: step {report.step}/{report.total_steps}  loss {report.loss:.4f}  "
+                        f"λ {report.gold_weight:.2f}  {report.examples_per_second:.1f} ex/s"
+                    )
 
             return update
 

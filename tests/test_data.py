@@ -95,3 +95,36 @@ def test_length_grouped_batches_cover_every_example_once_with_similar_lengths():
     assert spread < 10  # random batches of 16 would spread by about 110
     again = length_grouped_batches(lengths, 16, np.random.default_rng(1))
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+def test_hub_path_maps_label_indices_and_named_splits(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name, split):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_dict(
+            {"premise": ["p one", "p two"], "hypothesis": ["h one", "h two"], "label": [2, 0], "idx": [0, 1]}
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    data = load_task(task("mnli"), None)
+    assert calls == [
+        ("nyu-mll/glue", "mnli", "train"),
+        ("nyu-mll/glue", "mnli", "validation_matched"),
+        ("nyu-mll/glue", "mnli", "validation_mismatched"),
+    ]
+    assert set(data.dev) == {"matched", "mismatched"}
+    assert data.train[0] == {"id": 0, "text_a": "p one", "text_b": "h one", "label": 2}
+
+
+def test_hub_label_outside_the_label_set_is_named(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(
+        datasets, "load_dataset",
+        lambda path, name, split: datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [-1]}),
+    )  # fmt: skip
+    with pytest.raises(BamError, match=r"nyu-mll/glue/rte:train\[0\]: label -1 is not an index"):
+        load_task(task("rte"), None)
