@@ -7,6 +7,7 @@ errors (`BamError`) print one line and exit with status 2.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import sys
 import time
@@ -65,9 +66,14 @@ def shared_options(command):
     return command
 
 
-def _recipe(path: Path, overrides: tuple[str, ...], seed: int | None, extra: tuple[str, ...] = ()):
+def _recipe_and_tasks(path: Path, overrides: tuple[str, ...], seed: int | None, tasks: str | None, extra: tuple[str, ...] = ()):
+    """The recipe with every command-line setting applied (so config.json records them) and its tasks."""
+    from bam.tasks import resolve
+
     settings = [*overrides, *extra, *([f"seed={seed}"] if seed is not None else [])]
-    return load_recipe(path, settings)
+    recipe = load_recipe(path, settings)
+    chosen = resolve(recipe, tasks)
+    return dataclasses.replace(recipe, tasks=tuple(task.name for task in chosen)), chosen
 
 
 @contextlib.contextmanager
@@ -136,11 +142,9 @@ def main():
 def train_teachers_command(recipe, tasks, seed, data_dir, overrides, out):
     """Fine-tune one model per task of RECIPE and cache its predictions in the teacher store."""
     from bam.data import data_directory
-    from bam.tasks import resolve
     from bam.teachers import train_teachers
 
-    loaded = _recipe(recipe, overrides, seed)
-    chosen = resolve(loaded, tasks)
+    loaded, chosen = _recipe_and_tasks(recipe, overrides, seed, tasks)
     folder = data_directory(str(data_dir) if data_dir else None)
     started = time.perf_counter()
     with progress_bars() as start:
@@ -163,11 +167,9 @@ def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_we
     """Train one multi-task student on all tasks of RECIPE, distilled from the teacher store."""
     from bam.data import data_directory
     from bam.student import distill
-    from bam.tasks import resolve
 
     extra = (*([f'student.anneal="{anneal}"'] if anneal else []), *([f"student.teacher_weight={teacher_weight}"] if teacher_weight is not None else []))
-    loaded = _recipe(recipe, overrides, seed, extra)
-    chosen = resolve(loaded, tasks)
+    loaded, chosen = _recipe_and_tasks(recipe, overrides, seed, tasks, extra)
     folder = data_directory(str(data_dir) if data_dir else None)
     out = out or Path("runs") / f"{recipe.stem}-{loaded.student.anneal}-seed{loaded.seed}"
     started = time.perf_counter()

@@ -21,7 +21,7 @@ from bam.errors import BamError
 
 
 def setting(default: Any, why: str) -> Any:
-    """A dataclass field with its default and a one-line reason (shown by `bam show-config`)."""
+    """A dataclass field with its default and a one-line reason, kept in the field's metadata."""
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata={"why": why})
     return field(default=default, metadata={"why": why})
@@ -202,8 +202,10 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BamError(f"{path}: recipe not found") from None
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise BamError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise BamError(f"{path}: cannot read recipe ({error.strerror})") from None
     for assignment in overrides:
         keys, value = parse_override(assignment)
         table = data
@@ -220,7 +222,30 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         raise BamError(f"{path}: 'model' is required")
     if not recipe.tasks:
         raise BamError(f"{path}: 'tasks' is required and must name at least one task")
+    if len(set(recipe.tasks)) != len(recipe.tasks):
+        raise BamError(f"{path}: 'tasks' names a task twice")
+    for key, value, allowed, description in _ranges(recipe):
+        if not allowed(value):
+            raise BamError(f"{path}: {key} = {value!r} must be {description}")
     return recipe
+
+
+def _ranges(recipe: Recipe):
+    """(key, value, check, what it must be) for every numeric setting with a valid range."""
+    positive = (lambda value: value > 0, "greater than 0")
+    unit = (lambda value: 0 <= value <= 1, "between 0 and 1")
+    yield "max_length", recipe.max_length, lambda value: value >= 8, "at least 8"
+    yield "eval_batch_size", recipe.eval_batch_size, *positive
+    for section in ("teacher", "student"):
+        config = getattr(recipe, section)
+        for name in ("learning_rate", "batch_size", "epochs"):
+            yield f"{section}.{name}", getattr(config, name), *positive
+        yield f"{section}.layerwise_lr_decay", config.layerwise_lr_decay, lambda value: 0 < value <= 1, "in (0, 1]"
+        yield f"{section}.warmup_fraction", config.warmup_fraction, lambda value: 0 <= value < 1, "in [0, 1)"
+        yield f"{section}.weight_decay", config.weight_decay, lambda value: value >= 0, "at least 0"
+        yield f"{section}.max_grad_norm", config.max_grad_norm, *positive
+        yield f"{section}.task_sampling_alpha", config.task_sampling_alpha, lambda value: value >= 0, "at least 0"
+    yield "student.teacher_weight", recipe.student.teacher_weight, *unit
 
 
 def to_dict(config: Any) -> Any:

@@ -93,32 +93,39 @@ def _rows(path: Path, spec: TaskSpec):
         raise BamError(f"{path}: data file not found") from None
     except UnicodeDecodeError as error:
         raise BamError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except csv.Error as error:
+        raise BamError(f"{path}: unreadable row ({error})") from None
+    except OSError as error:
+        raise BamError(f"{path}: cannot read ({error.strerror})") from None
 
 
 def read_delimited(path: Path, spec: TaskSpec) -> datasets.Dataset:
     """Read one split from a delimited text file, checking every row; quotes are literal text."""
     local = spec.local
+    if not 1 <= len(local.text_columns) <= 2:
+        raise BamError(f"{path}: the task's `local.text_columns` must name one or two columns")
     rows = _rows(path, spec)
     header = next(rows, None) if local.header else None
     if local.header and header is None:
         raise BamError(f"{path}: empty file")
     columns = [_column_index(column, header, path) for column in (*local.text_columns, local.label_column)]
     names = [str(column) for column in (*local.text_columns, local.label_column)]
-    texts_a, texts_b, labels = [], [], []
+    ids, texts_a, texts_b, labels = [], [], [], []
     first_line = 2 if local.header else 1
     for line, row in enumerate(rows, start=first_line):
         if row == [] or row == [""]:
-            continue
+            continue  # blank lines hold no example, but keep their number so ids stay file rows
         where = f"{path}:{line}"
         for name, index in zip(names, columns):
             if index >= len(row):
                 raise BamError(f"{where}: row has {len(row)} fields, column {name!r} (position {index}) is missing")
+        ids.append(line - first_line)
         texts_a.append(row[columns[0]])
         texts_b.append(row[columns[1]] if len(local.text_columns) > 1 else None)
         labels.append(_parse_label(row[columns[-1]], spec, where))
     if not labels:
         raise BamError(f"{path}: no examples")
-    return _to_dataset(texts_a, texts_b, labels, spec)
+    return _to_dataset(ids, texts_a, texts_b, labels, spec)
 
 
 def read_hub(spec: TaskSpec, split: str) -> datasets.Dataset:
@@ -128,10 +135,15 @@ def read_hub(spec: TaskSpec, split: str) -> datasets.Dataset:
         raw = datasets.load_dataset(hub.path, hub.name or None, split=split)
     except Exception as error:  # the hub client raises many types; all mean "could not get it"
         raise BamError(f"could not load {hub.path}/{hub.name} split {split!r} from the hub: {error}") from None
-    texts_a = raw[hub.text_fields[0]]
-    texts_b = raw[hub.text_fields[1]] if len(hub.text_fields) > 1 else [None] * len(raw)
+    if not 1 <= len(hub.text_fields) <= 2:
+        raise BamError(f"{hub.path}/{hub.name}: the task's `hub.text_fields` must name one or two fields")
+    missing = [field for field in (*hub.text_fields, hub.label_field) if field not in raw.column_names]
+    if missing:
+        raise BamError(f"{hub.path}/{hub.name} split {split!r} has no field {missing[0]!r} ({', '.join(raw.column_names)})")
+    texts_a = raw[hub.text_fields[0]][:]
+    texts_b = raw[hub.text_fields[1]][:] if len(hub.text_fields) > 1 else [None] * len(raw)
     labels = []
-    for row, value in enumerate(raw[hub.label_field]):
+    for row, value in enumerate(raw[hub.label_field][:]):
         where = f"{hub.path}/{hub.name}:{split}[{row}]"
         if spec.type == "classification":
             if not isinstance(value, int) or not 0 <= value < len(spec.labels):
@@ -139,16 +151,16 @@ def read_hub(spec: TaskSpec, split: str) -> datasets.Dataset:
             labels.append(value)
         else:
             labels.append(_parse_label(str(value), spec, where))
-    return _to_dataset(texts_a, texts_b, labels, spec)
+    return _to_dataset(list(range(len(labels))), texts_a, texts_b, labels, spec)
 
 
-def _to_dataset(texts_a, texts_b, labels, spec: TaskSpec) -> datasets.Dataset:
+def _to_dataset(ids, texts_a, texts_b, labels, spec: TaskSpec) -> datasets.Dataset:
     label_type = datasets.Value("int64" if spec.type == "classification" else "float32")
     features = datasets.Features(
         {"id": datasets.Value("int64"), "text_a": datasets.Value("string"), "text_b": datasets.Value("string"), "label": label_type}
     )
     return datasets.Dataset.from_dict(
-        {"id": list(range(len(labels))), "text_a": texts_a, "text_b": texts_b, "label": labels}, features=features
+        {"id": ids, "text_a": texts_a, "text_b": texts_b, "label": labels}, features=features
     )
 
 

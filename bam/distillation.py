@@ -1,8 +1,8 @@
 """Teacher annealing: the gold-label weight lambda over training, and the blended target.
 
 The student of BAM trains on `lambda * gold + (1 - lambda) * teacher`. With
-`linear` annealing lambda rises from 0 (all teacher) at the first step to 1
-(all gold) at the end, which is what lets the student overtake its teachers.
+`linear` annealing lambda rises from 0 (all teacher) at the first step
+towards 1 (all gold) at the last, which is what lets the student overtake its teachers.
 One blend serves every task type: for classification both sides are
 distributions over labels, for regression both are scaled values.
 """

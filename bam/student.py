@@ -15,7 +15,7 @@ import torch
 from bam import metrics
 from bam.config import Recipe, to_dict
 from bam.data import column, load_tokenized
-from bam.files import atomic_directory, write_json
+from bam.files import atomic_directory, check_writable, write_json
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
 from bam.teacher_store import read_teacher
@@ -43,8 +43,9 @@ def distill(
             data.task.name: read_teacher(teacher_store, data.task, torch.as_tensor(column(data.train, "id")), train_fingerprint)
             for data, train_fingerprint in prepared
         }
-    encoder = load_encoder(recipe.model)
+    check_writable(out)
     seed_everything(recipe.seed)
+    encoder = load_encoder(recipe.model)
     model = MultiTaskModel(encoder, tasks, recipe.pooling)
 
     # train
@@ -64,6 +65,7 @@ def distill(
     # save
     with atomic_directory(out) as partial:
         model.save(partial / "model", tokenizer)
-        write_json(partial / "config.json", {**to_dict(recipe), "teacher_store": str(teacher_store) if teacher_outputs else None})
+        sources = {"data_dir": str(data_dir) if data_dir else "hub", "teacher_store": str(teacher_store) if teacher_outputs else None}
+        write_json(partial / "config.json", {**to_dict(recipe), **sources})
         write_json(partial / "metrics.json", results)
     return results

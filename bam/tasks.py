@@ -76,6 +76,7 @@ class Regression:
 
 
 TASK_TYPES = {kind.name: kind for kind in (Classification, Regression)}
+CORRELATIONS = {"pearson", "spearman"}
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,15 @@ def check_spec(name: str, spec: TaskSpec) -> None:
         raise BamError(f"task {name!r}: `metrics` must name at least one metric")
     if spec.type == "regression" and spec.label_range[1] <= spec.label_range[0]:
         raise BamError(f"task {name!r}: `label_range` must be [low, high] with low < high")
+    fitting = CORRELATIONS if spec.type == "regression" else metrics.METRICS.keys() - CORRELATIONS
+    if len(spec.labels) > 2:
+        fitting = fitting - {"f1"}  # binary F1 of the positive class only
+    for metric in spec.metrics:
+        if metric not in fitting:
+            raise BamError(f"task {name!r}: metric {metric!r} does not fit a {spec.type} task with {len(spec.labels)} labels")
+    for where, splits in (("local.dev", spec.local.dev), ("hub.dev", spec.hub.dev)):
+        if not splits or "train" in splits:
+            raise BamError(f"task {name!r}: `{where}` must name at least one evaluation split, none called 'train'")
 
 
 def resolve(recipe: Recipe, only: str | None = None) -> list[Task]:

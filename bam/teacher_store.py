@@ -81,8 +81,14 @@ def read_manifest(store: Path, task_name: str) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise BamError(f"{path}: not valid JSON ({error})") from None
-    if manifest.get("format") != FORMAT:
-        raise BamError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise BamError(f"{path}: format {found!r} is not {FORMAT!r}")
+    for key in ("type", "labels", "train_fingerprint", "files"):
+        if key not in manifest:
+            raise BamError(f"{path}: no {key!r} entry")
+    if not isinstance(manifest["files"], dict) or "train" not in manifest["files"]:
+        raise BamError(f"{path}: no 'files.train' entry")
     return manifest
 
 
@@ -106,9 +112,11 @@ def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerp
         tensors = load_file(path)
     except SafetensorError as error:
         raise BamError(f"{path}: unreadable ({error})") from None
+    if set(tensors) != {"ids", "outputs"}:
+        raise BamError(f"{path}: expected tensors 'ids' and 'outputs', found {sorted(tensors)}")
     ids, outputs = tensors["ids"], tensors["outputs"]
-    if not torch.equal(ids, train_ids.to(torch.int64)):
+    if ids.shape != train_ids.shape or not torch.equal(ids, train_ids.to(torch.int64)):
         raise BamError(f"{where}: teacher example ids do not match the training data ({len(ids)} stored, {len(train_ids)} in the data)")
-    if outputs.shape[-1] != task.output_size:
-        raise BamError(f"{where}: teacher has {outputs.shape[-1]} outputs, the task needs {task.output_size}")
+    if outputs.dim() != 2 or len(outputs) != len(ids) or outputs.shape[-1] != task.output_size:
+        raise BamError(f"{where}: teacher outputs have shape {tuple(outputs.shape)}, the task needs {len(ids)} x {task.output_size}")
     return outputs

@@ -17,6 +17,7 @@ import torch
 from bam import metrics
 from bam.config import Recipe, to_dict
 from bam.data import TaskData, column, load_tokenized
+from bam.files import check_writable
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
 from bam.teacher_store import write_teacher
@@ -29,8 +30,8 @@ def train_teacher(
     """Fine-tune, evaluate and store the teacher of one task; returns its dev metrics."""
     # build
     task = data.task
-    encoder = load_encoder(recipe.model)
     seed_everything(recipe.seed)
+    encoder = load_encoder(recipe.model)
     model = MultiTaskModel(encoder, [task], recipe.pooling)
 
     # train
@@ -75,6 +76,8 @@ def train_teachers(
     """Train every task's teacher in turn; returns the metrics.json layout of their dev scores."""
     tokenizer = load_tokenizer(recipe.model)
     prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
+    for task in tasks:
+        check_writable(store / task.name)
     results = {
         data.task.name: train_teacher(recipe, data, train_fingerprint, tokenizer, store=store, progress=progress(data.task.name))
         for data, train_fingerprint in prepared

@@ -84,3 +84,27 @@ def test_a_task_can_be_declared_in_the_recipe(tmp_path):
     (task,) = resolve(load_recipe(path))
     assert task.name == "sarcasm" and task.output_size == 2
     assert task.spec.local.text_columns == ("text",) and task.spec.local.train == "train.tsv"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("teacher.batch_size=0", "teacher.batch_size = 0 must be greater than 0"),
+        ("eval_batch_size=0", "eval_batch_size = 0 must be greater than 0"),
+        ("student.teacher_weight=2", "student.teacher_weight = 2.0 must be between 0 and 1"),
+        ("student.layerwise_lr_decay=1.5", "must be in (0, 1]"),
+        ("student.warmup_fraction=1", "must be in [0, 1)"),
+        ("max_length=2", "max_length = 2 must be at least 8"),
+    ],
+)
+def test_out_of_range_values_are_refused_with_the_key(tmp_path, setting, message):
+    with pytest.raises(BamError) as error:
+        load_recipe(write(tmp_path, ""), [setting])
+    assert message in str(error.value)
+
+
+def test_a_task_named_twice_is_refused(tmp_path):
+    path = tmp_path / "twice.toml"
+    path.write_text('model = "m"\ntasks = ["rte", "rte"]\n')
+    with pytest.raises(BamError, match="names a task twice"):
+        load_recipe(path)

@@ -128,3 +128,27 @@ def test_hub_label_outside_the_label_set_is_named(monkeypatch):
     )  # fmt: skip
     with pytest.raises(BamError, match=r"nyu-mll/glue/rte:train\[0\]: label -1 is not an index"):
         load_task(task("rte"), None)
+
+
+def test_ids_are_file_rows_even_after_a_blank_line(tmp_path):
+    data = broken(tmp_path, HEADER + "0\ta\tb\tentailment\n\n2\tc\td\tnot_entailment\n")()
+    assert column(data, "id").tolist() == [0, 2]
+
+
+def test_hub_field_that_does_not_exist_is_named(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(
+        datasets, "load_dataset",
+        lambda path, name, split: datasets.Dataset.from_dict({"text": ["a"], "label": [0]}),
+    )  # fmt: skip
+    with pytest.raises(BamError, match=r"has no field 'sentence1'"):
+        load_task(task("rte"), None)
+
+
+def test_a_task_without_text_columns_is_refused(tmp_path):
+    from bam.config import LocalFiles, TaskSpec
+
+    spec = TaskSpec(labels=("a", "b"), local=LocalFiles(folder="X", label_column="tag"))
+    with pytest.raises(BamError, match="`local.text_columns` must name one or two columns"):
+        read_delimited(tmp_path / "train.tsv", spec)

