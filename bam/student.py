@@ -3,11 +3,13 @@
 build (data, teacher outputs, encoder with a head per task) -> train (targets
 `lambda * gold + (1 - lambda) * teacher`, lambda per `student.anneal`) ->
 evaluate (every task's dev metrics) -> save (a run directory with
-metrics.json, config.json and the model, renamed into place when complete).
+metrics.json, config.json, run.json, the dev predictions and the model,
+renamed into place when complete).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -18,8 +20,8 @@ from bam.data import column, load_tokenized
 from bam.files import atomic_directory, check_writable, write_json
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
-from bam.teacher_store import read_teacher
-from bam.training import ProgressCallback, evaluate, fit, seed_everything
+from bam.teacher_store import Predictions, read_teacher, write_predictions, write_teacher
+from bam.training import ProgressCallback, evaluate, fit, predict, seed_everything
 
 
 def distill(
@@ -30,9 +32,15 @@ def distill(
     teacher_store: Path,
     out: Path,
     progress: ProgressCallback | None = None,
+    save_teacher_store: bool = False,
 ) -> dict:
-    """Train and evaluate the multi-task student, write its run directory, return its metrics."""
+    """Train and evaluate the multi-task student, write its run directory, return its metrics.
+
+    With `save_teacher_store` the run directory also holds `teachers/`, this
+    student's own predictions in teacher-store form, so it can teach another.
+    """
     # build: read everything that can be refused before spending any time training
+    started = time.perf_counter()
     config = recipe.student
     tokenizer = load_tokenizer(recipe.model)
     prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
@@ -56,16 +64,29 @@ def distill(
     )  # fmt: skip
 
     # evaluate
-    per_task = {
-        data.task.name: evaluate(model, data.task, data.dev, tokenizer, precision=recipe.precision, batch_size=recipe.eval_batch_size)[1]
-        for data, _ in prepared
-    }
+    predict_options = {"precision": recipe.precision, "batch_size": recipe.eval_batch_size}
+    per_task, dev_predictions = {}, {}
+    for data, _ in prepared:
+        outputs, per_task[data.task.name] = evaluate(model, data.task, data.dev, tokenizer, **predict_options)
+        for split, split_outputs in outputs.items():
+            dev_predictions[f"{data.task.name}.{split}"] = Predictions.of(data.dev[split], split_outputs)
     results = metrics.summarize(per_task)
 
     # save
     with atomic_directory(out) as partial:
         model.save(partial / "model", tokenizer)
+        (partial / "predictions").mkdir()
+        for name, split_predictions in dev_predictions.items():
+            write_predictions(partial / "predictions" / f"{name}.safetensors", split_predictions)
+        if save_teacher_store:
+            # This student as a teacher for another (BAM's Multi->Multi): its outputs on every training set.
+            for data, train_fingerprint in prepared:
+                train_predictions = Predictions.of(data.train, predict(model, data.task, data.train, tokenizer, **predict_options))
+                split_predictions = {"train": train_predictions, **{split: dev_predictions[f"{data.task.name}.{split}"] for split in data.dev}}
+                details = {"model": recipe.model, "seed": recipe.seed, "dev_metrics": results["tasks"][data.task.name], "recipe": to_dict(recipe)}
+                write_teacher(partial / "teachers", data.task, predictions=split_predictions, train_fingerprint=train_fingerprint, details=details, save_model=None)
         sources = {"data_dir": str(data_dir) if data_dir else "hub", "teacher_store": str(teacher_store) if teacher_outputs else None}
         write_json(partial / "config.json", {**to_dict(recipe), **sources})
+        write_json(partial / "run.json", {"wall_seconds": time.perf_counter() - started})
         write_json(partial / "metrics.json", results)
     return results

@@ -3,7 +3,7 @@
 Layout (documented for users in teachers/README.md):
 
     <store>/<task>/manifest.json        what the predictions are and what data they belong to
-    <store>/<task>/train.safetensors    `ids` (int64, N) and `outputs` (float32, N x outputs)
+    <store>/<task>/train.safetensors    `ids` (int64, N), `outputs` (float32, N x outputs), gold `labels` (N)
     <store>/<task>/<split>.safetensors  the same for each evaluation split
     <store>/<task>/model/               the fine-tuned teacher (safetensors)
 
@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from bam.data import column
 from bam.errors import BamError
 from bam.files import atomic_directory, write_json
 from bam.tasks import Task
@@ -39,24 +41,67 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """A model's outputs on one split, with the example ids and gold labels they belong to."""
+
+    ids: torch.Tensor
+    outputs: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def of(cls, dataset, outputs: torch.Tensor) -> "Predictions":
+        """Outputs for every row of `dataset`, in dataset order, with its ids and labels."""
+        return cls(torch.as_tensor(column(dataset, "id")), outputs, torch.as_tensor(column(dataset, "label")))
+
+
+def write_predictions(path: Path, predictions: Predictions) -> str:
+    """Save predictions as safetensors; returns the file's SHA-256."""
+    save_file(
+        {
+            "ids": predictions.ids.to(torch.int64).contiguous(),
+            "outputs": predictions.outputs.float().contiguous(),
+            "labels": predictions.labels.contiguous(),
+        },
+        path,
+    )
+    return _sha256(path)
+
+
+def read_predictions(path: Path) -> Predictions:
+    """Load a predictions file written by `write_predictions`."""
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise BamError(f"{path}: unreadable ({error})") from None
+    if set(tensors) != {"ids", "outputs", "labels"}:
+        raise BamError(f"{path}: expected tensors 'ids', 'outputs' and 'labels', found {sorted(tensors)}")
+    return Predictions(tensors["ids"], tensors["outputs"], tensors["labels"])
+
+
 def write_teacher(
     store: Path,
     task: Task,
     *,
-    predictions: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    predictions: dict[str, Predictions],
     train_fingerprint: str,
     details: dict,
-    save_model: Callable[[Path], None],
+    save_model: Callable[[Path], None] | None,
 ) -> Path:
-    """Write one task's teacher atomically; `predictions` maps split -> (ids, outputs), `train` included."""
+    """Write one task's teacher atomically; `predictions` maps split -> Predictions, `train` included.
+
+    `save_model` writes the model into the folder it is given; None stores predictions only
+    (a multi-task model used as a teacher is saved once in its own run directory).
+    """
     final = store / task.name
     with atomic_directory(final) as partial:
         files = {}
-        for split, (ids, outputs) in predictions.items():
+        for split, split_predictions in predictions.items():
             path = partial / f"{split}.safetensors"
-            save_file({"ids": ids.to(torch.int64).contiguous(), "outputs": outputs.float().contiguous()}, path)
-            files[split] = {"path": path.name, "sha256": _sha256(path), "examples": len(ids)}
-        save_model(partial / "model")
+            sha256 = write_predictions(path, split_predictions)
+            files[split] = {"path": path.name, "sha256": sha256, "examples": len(split_predictions.ids)}
+        if save_model is not None:
+            save_model(partial / "model")
         manifest = {
             "format": FORMAT,
             "task": task.name,
@@ -108,13 +153,8 @@ def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerp
         raise BamError(f"{path}: missing")
     if _sha256(path) != entry["sha256"]:
         raise BamError(f"{path}: checksum does not match the manifest (corrupted or truncated)")
-    try:
-        tensors = load_file(path)
-    except SafetensorError as error:
-        raise BamError(f"{path}: unreadable ({error})") from None
-    if set(tensors) != {"ids", "outputs"}:
-        raise BamError(f"{path}: expected tensors 'ids' and 'outputs', found {sorted(tensors)}")
-    ids, outputs = tensors["ids"], tensors["outputs"]
+    stored = read_predictions(path)
+    ids, outputs = stored.ids, stored.outputs
     if ids.shape != train_ids.shape or not torch.equal(ids, train_ids.to(torch.int64)):
         raise BamError(f"{where}: teacher example ids do not match the training data ({len(ids)} stored, {len(train_ids)} in the data)")
     if outputs.dim() != 2 or len(outputs) != len(ids) or outputs.shape[-1] != task.output_size:

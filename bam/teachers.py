@@ -9,18 +9,17 @@ is read before any training, so a bad file stops the run before it starts.
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from bam import metrics
 from bam.config import Recipe, to_dict
-from bam.data import TaskData, column, load_tokenized
+from bam.data import TaskData, load_tokenized
 from bam.files import check_writable
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
-from bam.teacher_store import write_teacher
+from bam.teacher_store import Predictions, write_teacher
 from bam.training import ProgressCallback, evaluate, fit, predict, seed_everything
 
 
@@ -29,6 +28,7 @@ def train_teacher(
 ) -> dict[str, float]:
     """Fine-tune, evaluate and store the teacher of one task; returns its dev metrics."""
     # build
+    started = time.perf_counter()
     task = data.task
     seed_everything(recipe.seed)
     encoder = load_encoder(recipe.model)
@@ -43,11 +43,8 @@ def train_teacher(
     train_outputs = predict(model, task, data.train, tokenizer, **predict_options)
 
     # save
-    def ids(dataset) -> torch.Tensor:
-        return torch.as_tensor(column(dataset, "id"))
-
-    predictions = {"train": (ids(data.train), train_outputs)}
-    predictions.update({split: (ids(data.dev[split]), outputs) for split, outputs in dev_outputs.items()})
+    predictions = {"train": Predictions.of(data.train, train_outputs)}
+    predictions.update({split: Predictions.of(data.dev[split], outputs) for split, outputs in dev_outputs.items()})
     write_teacher(
         store,
         task,
@@ -58,6 +55,7 @@ def train_teacher(
             "seed": recipe.seed,
             "dev_metrics": {**dev_metrics, "score": metrics.task_score(dev_metrics)},
             "recipe": to_dict(recipe),
+            "wall_seconds": time.perf_counter() - started,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
         save_model=lambda folder: model.save(folder, tokenizer),

@@ -49,6 +49,10 @@ def test_distill_writes_metrics_config_and_model(trained, tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["student"]["anneal"] == "linear" and config["teacher_store"] == str(store)
     assert (tmp_path / "run" / "model" / "heads.safetensors").is_file()
+    assert sorted(path.name for path in (tmp_path / "run" / "predictions").iterdir()) == [
+        "cola.dev.safetensors", "rte.dev.safetensors", "stsb.dev.safetensors",
+    ]  # fmt: skip
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["wall_seconds"] > 0
     assert "average" in result.output
 
 

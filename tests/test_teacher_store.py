@@ -6,17 +6,18 @@ import torch
 from bam.config import Recipe, TaskSpec
 from bam.errors import BamError
 from bam.tasks import Task, resolve
-from bam.teacher_store import read_manifest, read_teacher, write_teacher
+from bam.teacher_store import Predictions, read_manifest, read_predictions, read_teacher, write_teacher
 
 RTE = resolve(Recipe(model="m", tasks=("rte",)))[0]
 IDS = torch.arange(5)
 OUTPUTS = torch.randn(5, 2)
+LABELS = torch.tensor([0, 1, 1, 0, 1])
 
 
 def store_with_rte(tmp_path):
     write_teacher(
         tmp_path, RTE,
-        predictions={"train": (IDS, OUTPUTS), "dev": (torch.arange(2), torch.zeros(2, 2))},
+        predictions={"train": Predictions(IDS, OUTPUTS, LABELS), "dev": Predictions(torch.arange(2), torch.zeros(2, 2), torch.tensor([0, 1]))},
         train_fingerprint="abc", details={"seed": 3},
         save_model=lambda folder: folder.mkdir(),
     )  # fmt: skip
@@ -44,7 +45,7 @@ def test_half_written_teacher_is_not_taken_as_finished(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_teacher(tmp_path, RTE, predictions={"train": (IDS, OUTPUTS)}, train_fingerprint="abc", details={}, save_model=crash)
+        write_teacher(tmp_path, RTE, predictions={"train": Predictions(IDS, OUTPUTS, LABELS)}, train_fingerprint="abc", details={}, save_model=crash)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(BamError, match="no finished teacher"):
         read_teacher(tmp_path, RTE, IDS, "abc")
@@ -97,3 +98,8 @@ def test_manifest_missing_an_entry_is_refused(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(BamError, match="format 'list'"):
         read_teacher(store, RTE, IDS, "abc")
+
+
+def test_dev_predictions_keep_ids_outputs_and_gold_labels(tmp_path):
+    stored = read_predictions(store_with_rte(tmp_path) / "rte" / "dev.safetensors")
+    assert stored.ids.tolist() == [0, 1] and stored.labels.tolist() == [0, 1] and stored.outputs.shape == (2, 2)
