@@ -24,15 +24,6 @@ from bam.errors import BamError
 console = Console(stderr=True)
 
 
-def _quiet_libraries() -> None:
-    import datasets
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-
-
 def reports_errors(command):
     """Turn a BamError into one line on stderr and exit status 2, with no traceback."""
 
@@ -132,7 +123,9 @@ def main():
     Train single-task teachers (train-teachers), then distil them into one
     multi-task student with teacher annealing (distill).
     """
-    _quiet_libraries()
+    from bam.training import quiet_libraries
+
+    quiet_libraries()
 
 
 @main.command("train-teachers")
@@ -176,6 +169,62 @@ def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_we
     with progress_bars() as start:
         results = distill(loaded, chosen, data_dir=folder, teacher_store=teacher_store, out=out, progress=start("student"))
     console.print(summary_table(f"Student (dev), run {out}", results, time.perf_counter() - started))
+
+
+@main.command("sweep")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="How many seeds per condition.")
+@click.option("--first-seed", type=int, default=0, show_default=True, help="Seeds are first-seed, first-seed+1, ...")
+@click.option(
+    "--conditions",
+    default="single,multi,bam",
+    show_default=True,
+    help="Comma-separated: single (teachers), multi (gold labels only), bam (Single->Multi), single-single, multi-multi.",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Sweep folder. Default: sweeps/<recipe>.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel on this machine; the cores are shared among them.")
+@click.option("--slurm-partition", help="Submit each run as a Slurm job (through submitit) to this partition instead of running here.")
+@click.option("--slurm-gpus", type=int, default=1, show_default=True, help="GPUs per Slurm job.")
+@click.option("--slurm-minutes", type=int, default=24 * 60, show_default=True, help="Time limit per Slurm job.")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="BAM_DATA_DIR",
+    help="Local folder in GLUE's TSV layout; default: $BAM_DATA_DIR, else the Hugging Face hub.",
+)  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value for every run (repeatable).")
+@reports_errors
+def sweep_command(recipe, seeds, first_seed, conditions, out, workers, slurm_partition, slurm_gpus, slurm_minutes, data_dir, overrides):
+    """Run every condition for every seed into one sweep folder; re-running resumes it.
+
+    Finished runs are skipped, unfinished ones redone. Results land in
+    <out>/results.csv, one row per run and task.
+    """
+    from bam.data import data_directory
+    from bam.sweep import run_sweep
+
+    out = out or Path("sweeps") / recipe.stem
+    executor = None
+    if slurm_partition:
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=out / "slurm")
+        executor.update_parameters(slurm_partition=slurm_partition, gpus_per_node=slurm_gpus, timeout_min=slurm_minutes)
+
+    def report(event: str, run) -> None:
+        console.log(f"{event:>8}  {run.name}")
+
+    started = time.perf_counter()
+    table = run_sweep(
+        recipe, out=out, seeds=range(first_seed, first_seed + seeds), conditions=[name.strip() for name in conditions.split(",")],
+        data_dir=data_directory(str(data_dir) if data_dir else None), overrides=overrides, workers=workers, executor=executor, on_event=report,
+    )  # fmt: skip
+    medians = table.pivot_table(index="task", columns="condition", values="score", aggfunc="median", sort=False)
+    summary = Table(title=f"Median dev score over seeds, {out} ({(time.perf_counter() - started) / 60:.1f} min)")
+    summary.add_column("task")
+    for condition in medians.columns:
+        summary.add_column(condition, justify="right")
+    for task, row in medians.iterrows():
+        summary.add_row(task, *(f"{value:.2f}" for value in row))
+    console.print(summary)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,16 @@ class StepReport:
 ProgressCallback = Callable[[StepReport], None]
 
 
+def quiet_libraries() -> None:
+    """No per-file progress bars or warnings from transformers and datasets: bam reports progress itself."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
 def seed_everything(seed: int) -> None:
     """Same seed, same run: Python, NumPy and torch generators, deterministic kernels."""
     random.seed(seed)

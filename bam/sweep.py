@@ -1,0 +1,260 @@
+"""Stage 3, `bam sweep`: every condition for every seed, resumable, in parallel or on Slurm.
+
+The conditions are the BAM paper's:
+
+    single         the single-task teachers (their dev scores are the Single baseline)
+    multi          a multi-task student on gold labels only (anneal = none)
+    bam            Single->Multi: a student distilled from that seed's teachers, linear annealing
+    single-single  born-again single-task: a one-task student taught by its own teacher
+    multi-multi    a multi-task student taught by that seed's `multi` model
+
+A sweep folder holds `sweep.json` (the resolved recipe, seeds, conditions),
+one folder per run, and `results.csv`:
+
+    seed<N>/single/<task>/          the teacher store of seed N (one run per task)
+    seed<N>/multi/                  run directory (+ teachers/ when multi-multi is swept)
+    seed<N>/bam/
+    seed<N>/single-single/<task>/
+    seed<N>/multi-multi/
+
+Every run is written atomically (bam.files), so a run is finished exactly when
+its folder exists; re-running the same command skips finished runs and redoes
+the rest. plan -> execute (in dependency order) -> collect the results table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+
+from bam.config import Recipe, load_recipe, to_dict
+from bam.errors import BamError
+from bam.files import write_json
+
+CONDITIONS = ("single", "multi", "bam", "single-single", "multi-multi")
+PER_TASK = ("single", "single-single")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One unit of work: a condition at a seed (and a task, for the per-task conditions)."""
+
+    condition: str
+    seed: int
+    task: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "/".join(part for part in (f"seed{self.seed}", self.condition, self.task) if part)
+
+    def folder(self, sweep: Path) -> Path:
+        return sweep / self.name
+
+    def is_done(self, sweep: Path) -> bool:
+        marker = "manifest.json" if self.condition == "single" else "metrics.json"
+        return (self.folder(sweep) / marker).is_file()
+
+    def needs(self, tasks: Sequence[str]) -> list[Run]:
+        """The runs whose outputs this one reads."""
+        source = TEACHER_OF.get(self.condition)
+        if source == "single":
+            return [Run("single", self.seed, task) for task in ([self.task] if self.task else tasks)]
+        return [Run(source, self.seed)] if source else []
+
+
+TEACHER_OF = {"bam": "single", "single-single": "single", "multi-multi": "multi"}
+
+
+def plan(tasks: Sequence[str], seeds: Sequence[int], conditions: Sequence[str]) -> list[Run]:
+    """Every run of the sweep, including the runs the asked-for ones need, each after what it needs."""
+    unknown = [condition for condition in conditions if condition not in CONDITIONS]
+    if unknown:
+        raise BamError(f"unknown condition {unknown[0]!r}; choose from {', '.join(CONDITIONS)}")
+    needed = set(conditions) | {TEACHER_OF[condition] for condition in conditions if condition in TEACHER_OF}
+    runs = []
+    for seed in seeds:
+        for condition in (condition for condition in CONDITIONS if condition in needed):
+            tasks_of_run = tasks if condition in PER_TASK else [None]
+            runs.extend(Run(condition, seed, task) for task in tasks_of_run)
+    return runs
+
+
+def execute(sweep: str, recipe: dict, run: Run, data_dir: str | None, threads: int, teach_multi_multi: bool) -> float:
+    """Carry out one run (in a worker process or a Slurm job); returns its wall time in seconds."""
+    import torch
+
+    from bam.config import build
+    from bam.student import distill
+    from bam.tasks import resolve
+    from bam.teachers import train_teachers
+    from bam.training import quiet_libraries
+
+    quiet_libraries()
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    settings = build(Recipe, recipe)
+    settings = dataclasses.replace(settings, seed=run.seed)
+    tasks = resolve(settings, run.task)
+    folder, data = Path(sweep) / run.name, Path(data_dir) if data_dir else None
+    teachers = Path(sweep) / f"seed{run.seed}" / "single"
+    if run.condition == "single":
+        train_teachers(settings, tasks, data_dir=data, store=teachers)
+    else:
+        anneal = "none" if run.condition == "multi" else "linear"
+        settings = dataclasses.replace(settings, student=dataclasses.replace(settings.student, anneal=anneal))
+        if run.condition == "multi-multi":
+            teachers = Path(sweep) / f"seed{run.seed}" / "multi" / "teachers"
+        save_store = run.condition == "multi" and teach_multi_multi
+        distill(settings, tasks, data_dir=data, teacher_store=teachers, out=folder, save_teacher_store=save_store)
+    return time.perf_counter() - started
+
+
+class _Done:
+    """A finished 'future' for runs executed in the calling process."""
+
+    def __init__(self, call: Callable[[], float]):
+        try:
+            self._value, self._error = call(), None
+        except Exception as error:  # reported with the run's name by the scheduler
+            self._value, self._error = None, error
+
+    def done(self) -> bool:
+        return True
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def run_sweep(
+    recipe_path: Path,
+    *,
+    out: Path,
+    seeds: Sequence[int],
+    conditions: Sequence[str],
+    data_dir: Path | None,
+    overrides: Sequence[str] = (),
+    workers: int = 1,
+    threads: int | None = None,
+    executor=None,
+    on_event: Callable[[str, Run], None] = lambda event, run: None,
+) -> pd.DataFrame:
+    """Run (or resume) a sweep and return its results table, also written to `out/results.csv`.
+
+    `executor` is anything with `submit(function, *arguments)` returning an object with
+    `done()` and `result()` (a submitit executor, for Slurm); by default runs go to a
+    process pool of `workers`, or stay in this process when `workers` is 1.
+    """
+    from bam.tasks import resolve
+
+    recipe = load_recipe(recipe_path, overrides)
+    tasks = [task.name for task in resolve(recipe)]
+    out.mkdir(parents=True, exist_ok=True)
+    _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": str(data_dir) if data_dir else "hub"})
+    runs = plan(tasks, seeds, conditions)
+    pending = [run for run in runs if not run.is_done(out)]
+    for run in runs:
+        if run not in pending:
+            on_event("skipped", run)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    arguments = (str(out), to_dict(recipe))
+    teach_multi_multi = "multi-multi" in conditions
+    pool = None
+    if executor is None and workers > 1:
+        pool = executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+    def submit(run: Run):
+        call = (execute, *arguments, run, str(data_dir) if data_dir else None, threads, teach_multi_multi)
+        on_event("started", run)
+        return _Done(lambda: call[0](*call[1:])) if executor is None else executor.submit(*call)
+
+    failed: list[tuple[Run, Exception]] = []
+    in_flight: dict[Run, object] = {}
+    try:
+        while pending or in_flight:
+            failed_runs = {run for run, _ in failed}
+            for run in list(pending):
+                if any(need in failed_runs for need in run.needs(tasks)):
+                    pending.remove(run)
+                    failed.append((run, BamError("not run: a run it needs failed")))
+            startable = [run for run in pending if all(need.is_done(out) for need in run.needs(tasks))]
+            if not startable and not in_flight:
+                failed.extend((run, BamError("not run: a run it needs did not finish")) for run in pending)
+                break
+            for run in startable[: max(1, workers) - len(in_flight)]:
+                pending.remove(run)
+                in_flight[run] = submit(run)
+            finished = [run for run, handle in in_flight.items() if handle.done()]
+            for run in finished:
+                try:
+                    in_flight.pop(run).result()
+                    on_event("finished", run)
+                except Exception as error:  # one failed run must not stop the others
+                    failed.append((run, error))
+                    on_event("failed", run)
+            if in_flight and not finished:
+                time.sleep(0.5)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    table = collect(out, runs, tasks)
+    _write_csv(table, out / "results.csv")
+    if failed:
+        run, error = failed[0]
+        raise BamError(f"{len(failed)} run(s) failed; first: {run.name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+    return table
+
+
+def _check_or_write_description(path: Path, description: dict) -> None:
+    """A sweep folder belongs to one recipe: resuming with other settings would mix results."""
+    if path.is_file():
+        if json.loads(path.read_text()) != json.loads(json.dumps(description)):
+            raise BamError(f"{path.parent}: this sweep folder was made with other settings (see {path.name}); use another --out")
+    else:
+        write_json(path, description)
+
+
+def _run_rows(sweep: Path, run: Run) -> list[dict]:
+    folder = run.folder(sweep)
+    base = {"condition": run.condition, "seed": run.seed}
+    if run.condition == "single":
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return [{**base, "task": run.task, **manifest["dev_metrics"], "wall_seconds": manifest["wall_seconds"]}]
+    results = json.loads((folder / "metrics.json").read_text())
+    wall = json.loads((folder / "run.json").read_text())["wall_seconds"]
+    rows = [{**base, "task": task, **values, "wall_seconds": wall} for task, values in results["tasks"].items()]
+    if run.condition not in PER_TASK:
+        rows.append({**base, "task": "average", "score": results["average"], "wall_seconds": wall})
+    return rows
+
+
+def collect(sweep: Path, runs: Sequence[Run], tasks: Sequence[str]) -> pd.DataFrame:
+    """One row per finished run and task, plus a `task = average` row per condition and seed."""
+    rows = [row for run in runs if run.is_done(sweep) for row in _run_rows(sweep, run)]
+    table = pd.DataFrame(rows, columns=["condition", "seed", "task", "score", "wall_seconds"] if not rows else None)
+    # The per-task conditions get their average once every task of the seed has finished.
+    for (condition, seed), group in table[table["condition"].isin(PER_TASK)].groupby(["condition", "seed"]):
+        if set(group["task"]) == set(tasks):
+            average = {"condition": condition, "seed": seed, "task": "average", "score": group["score"].mean(), "wall_seconds": group["wall_seconds"].sum()}
+            table = pd.concat([table, pd.DataFrame([average])], ignore_index=True)
+    order = {condition: index for index, condition in enumerate(CONDITIONS)}
+    task_order = {task: index for index, task in enumerate([*tasks, "average"])}
+    table = table.sort_values(["condition", "seed", "task"], key=lambda values: values.map({**order, **task_order}) if values.name != "seed" else values)
+    leading = ["condition", "seed", "task", "score"]
+    return table[leading + [name for name in table.columns if name not in leading]].reset_index(drop=True)
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    table.to_csv(temporary, index=False)
+    os.replace(temporary, path)

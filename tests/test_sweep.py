@@ -1,0 +1,98 @@
+"""Seed sweeps on the tiny encoder: planning, results table, resume after a kill, parallel and submitit paths."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from bam.errors import BamError
+from bam.sweep import Run, plan, run_sweep
+
+from conftest import GLUE_FIXTURE, write_recipe
+
+TASKS = ["rte", "stsb"]
+
+
+def test_plan_adds_what_the_conditions_need_in_order():
+    runs = plan(TASKS, [0], ["bam", "multi-multi"])
+    assert runs == [
+        Run("single", 0, "rte"), Run("single", 0, "stsb"), Run("multi", 0), Run("bam", 0), Run("multi-multi", 0),
+    ]  # fmt: skip
+    assert Run("single-single", 3, "rte").needs(TASKS) == [Run("single", 3, "rte")]
+    assert Run("bam", 1).needs(TASKS) == [Run("single", 1, "rte"), Run("single", 1, "stsb")]
+    with pytest.raises(BamError, match="unknown condition 'bma'"):
+        plan(TASKS, [0], ["bma"])
+
+
+@pytest.fixture
+def recipe(tmp_path, tiny_model):
+    return write_recipe(tmp_path, tiny_model, "").parent / "tiny.toml"
+
+
+def sweep(recipe, out, **options):
+    options = {"seeds": [0, 1], "conditions": ["single", "multi", "bam"], "data_dir": GLUE_FIXTURE, "overrides": ['tasks=["rte","stsb"]'], **options}
+    return run_sweep(recipe, out=out, **options)
+
+
+def without_time(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns="wall_seconds")
+
+
+def test_results_table_has_a_row_per_run_and_task_and_averages(recipe, tmp_path):
+    table = sweep(recipe, tmp_path / "sweep", conditions=["single", "multi", "bam", "single-single", "multi-multi"])
+    assert list(table.columns[:4]) == ["condition", "seed", "task", "score"]
+    assert {"accuracy", "pearson", "spearman", "wall_seconds"} <= set(table.columns)
+    counts = table.groupby("condition").size().to_dict()
+    # per seed: 2 tasks + 1 average row, for each of 5 conditions, 2 seeds
+    assert counts == {condition: 6 for condition in ("single", "multi", "bam", "single-single", "multi-multi")}
+    single = table[(table.condition == "single") & (table.seed == 0)].set_index("task")["score"]
+    assert single["average"] == pytest.approx((single["rte"] + single["stsb"]) / 2)
+    assert pd.read_csv(tmp_path / "sweep" / "results.csv").shape == table.shape
+    assert (tmp_path / "sweep" / "seed1" / "bam" / "predictions" / "rte.dev.safetensors").is_file()
+
+
+def test_a_sweep_folder_refuses_other_settings(recipe, tmp_path):
+    sweep(recipe, tmp_path / "sweep", seeds=[0], conditions=["single"])
+    with pytest.raises(BamError, match="made with other settings"):
+        sweep(recipe, tmp_path / "sweep", seeds=[0], conditions=["single"], overrides=['tasks=["rte","stsb"]', "max_length=16"])
+
+
+def test_killed_sweep_resumes_to_the_same_table_with_every_run_done_once(recipe, tmp_path):
+    reference = sweep(recipe, tmp_path / "reference")
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "bam.cli", "sweep", str(recipe), "--seeds", "2", "--out", str(out),
+               "--data-dir", str(GLUE_FIXTURE), "--set", 'tasks=["rte","stsb"]']  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "seed0" / "single" / "stsb" / "manifest.json"
+    deadline = time.time() + 240
+    while not first.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first.exists(), "the sweep never finished its second run"
+    finished_before = {path: path.stat().st_mtime_ns for path in out.glob("seed*/**/*.json")}
+    resumed = sweep(recipe, out)
+    pd.testing.assert_frame_equal(without_time(resumed), without_time(reference))
+    for path, mtime in finished_before.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was redone"
+    assert not [path for path in out.rglob(".*") if path.name.endswith((".partial", ".retired"))]
+
+
+def test_parallel_workers_give_the_same_table(recipe, tmp_path):
+    # Results depend on the thread count (summation order), so both sides use one thread per run.
+    reference = sweep(recipe, tmp_path / "one", seeds=[0], conditions=["single", "bam"], threads=1)
+    parallel = sweep(recipe, tmp_path / "two", seeds=[0], conditions=["single", "bam"], workers=2, threads=1)
+    pd.testing.assert_frame_equal(without_time(parallel), without_time(reference))
+
+
+def test_submitit_local_executor_runs_the_same_code_path(recipe, tmp_path):
+    submitit = pytest.importorskip("submitit")
+    reference = sweep(recipe, tmp_path / "here", seeds=[0], conditions=["multi"], threads=1)
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(timeout_min=10)
+    jobs = sweep(recipe, tmp_path / "jobs-sweep", seeds=[0], conditions=["multi"], executor=executor, threads=1)
+    pd.testing.assert_frame_equal(without_time(jobs), without_time(reference))
