@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from bam.statistics import mann_whitney, paired_bootstrap, smallest_p, spread
+
+
+def test_spread_against_hand_values():
+    result = spread([1, 2, 3, 4, 100])
+    # median 3; numpy's linear quartiles: 2 and 4 -> IQR 2
+    assert (result.median, result.iqr, result.n) == (3.0, 2.0, 5)
+
+
+def test_mann_whitney_on_a_hand_computed_case():
+    # a = (3, 4, 5) against b = (1, 2, 6): a beats b in 2 + 2 + 2 = 6 of 9 pairs.
+    # Exact one-sided p: orderings of 6 with U >= 6 out of C(6,3) = 20; U >= 6 in 7 of them -> 0.35.
+    result = mann_whitney([3, 4, 5], [1, 2, 6])
+    assert result.u == 6 and result.p == pytest.approx(7 / 20) and (result.n_a, result.n_b) == (3, 3)
+
+
+def test_complete_separation_gives_the_smallest_possible_p():
+    a, b = [10, 11, 12, 13, 14], [1, 2, 3, 4, 5]
+    assert mann_whitney(a, b).p == pytest.approx(smallest_p(5, 5)) == pytest.approx(1 / 252)
+    assert mann_whitney(a, b, "two-sided").p == pytest.approx(smallest_p(5, 5, "two-sided")) == pytest.approx(2 / 252)
+    assert smallest_p(3, 3) == pytest.approx(0.05)
+
+
+def test_mann_whitney_matches_scipy_on_random_scores():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1, 1, 12), rng.normal(0, 1, 9)
+    for alternative in ("greater", "two-sided"):
+        expected = stats.mannwhitneyu(a, b, alternative=alternative)
+        result = mann_whitney(a, b, alternative)
+        assert (result.u, result.p) == pytest.approx((expected.statistic, expected.pvalue))
+
+
+def accuracy(gold, predicted):
+    return float(np.mean(gold == predicted))
+
+
+def test_bootstrap_of_a_system_against_itself_never_shows_it_better():
+    gold = np.array([0, 1, 0, 1, 1, 0])
+    result = paired_bootstrap(gold, gold, gold, accuracy, samples=200)
+    assert result.difference == 0 and result.p == 1.0
+
+
+def test_bootstrap_of_a_clearly_better_system():
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 2, 400)
+    good = np.where(rng.random(400) < 0.9, gold, 1 - gold)
+    poor = np.where(rng.random(400) < 0.6, gold, 1 - gold)
+    result = paired_bootstrap(gold, good, poor, accuracy, samples=500)
+    assert result.difference == pytest.approx(accuracy(gold, good) - accuracy(gold, poor))
+    assert result.p < 0.01
+    assert paired_bootstrap(gold, poor, good, accuracy, samples=500).p > 0.99
+
+
+def test_bootstrap_p_on_a_hand_computed_case():
+    # Two examples; a is right only on the first, b only on the second. A resample
+    # favours a exactly when it draws the first example more often: P = 1/4 (both first).
+    gold = np.array([1, 1])
+    a, b = np.array([1, 0]), np.array([0, 1])
+    result = paired_bootstrap(gold, a, b, accuracy, samples=4000, seed=3)
+    assert result.p == pytest.approx(0.75, abs=0.03)
