@@ -227,5 +227,32 @@ def sweep_command(recipe, seeds, first_seed, conditions, out, workers, slurm_par
     console.print(summary)
 
 
+@main.command("report")
+@click.argument("sweep", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--target", default="bam", show_default=True, help="The condition under test.")
+@click.option("--baseline", help="Compare the target with this condition only (default: with every other condition).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder. Default: analysis/<sweep folder name>.")
+@click.option("--samples", type=click.IntRange(min=100), default=1000, show_default=True, help="Bootstrap resamples per comparison.")
+@reports_errors
+def report_command(sweep, target, baseline, out, samples):
+    """Medians, Mann-Whitney U and paired bootstrap tests, and plots for a sweep folder."""
+    from bam.report import report
+
+    out = out or Path("analysis") / sweep.resolve().name
+    summary, comparisons = report(sweep, out, target=target, baseline=baseline, samples=samples)
+    table = Table(title=f"Median dev score (IQR) over seeds: {sweep}")
+    table.add_column("task")
+    conditions = list(dict.fromkeys(summary["condition"]))
+    for condition in conditions:
+        table.add_column(condition, justify="right")
+    for task, rows in summary.groupby("task", sort=False):
+        cells = {row.condition: f"{row.median:.2f} ({row.iqr:.2f})" for row in rows.itertuples()}
+        table.add_row(task, *(cells.get(condition, "–") for condition in conditions))
+    console.print(table)
+    for comparison in comparisons:
+        console.print(f"- {comparison.sentence()}")
+    console.print(f"report: {out / 'report.md'}")
+
+
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from bam.errors import BamError
+from bam.report import report
 from bam.sweep import Run, plan, run_sweep
 
 from conftest import GLUE_FIXTURE, write_recipe
@@ -53,6 +54,10 @@ def test_results_table_has_a_row_per_run_and_task_and_averages(recipe, tmp_path)
     assert single["average"] == pytest.approx((single["rte"] + single["stsb"]) / 2)
     assert pd.read_csv(tmp_path / "sweep" / "results.csv").shape == table.shape
     assert (tmp_path / "sweep" / "seed1" / "bam" / "predictions" / "rte.dev.safetensors").is_file()
+    # The report finds every condition's dev predictions for the paired bootstrap, seed by seed.
+    _, comparisons = report(tmp_path / "sweep", tmp_path / "analysis", samples=100)
+    for comparison in comparisons:
+        assert len(comparison.bootstraps) == (0 if comparison.task == "average" else 2), comparison
 
 
 def test_a_sweep_folder_refuses_other_settings(recipe, tmp_path):

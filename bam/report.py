@@ -1,0 +1,194 @@
+"""`bam report`: medians, spreads, significance tests and plots for a finished sweep.
+
+read (results.csv, sweep.json, dev predictions) -> compare (the target
+condition, `bam` by default, against every other: Mann-Whitney U over seeds
+per task and on the average, paired bootstrap over dev examples per seed) ->
+write `report.md` and one PNG per task under the analysis folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bam import metrics
+from bam.config import Recipe, build
+from bam.errors import BamError
+from bam.statistics import Bootstrap, MannWhitney, mann_whitney, paired_bootstrap, smallest_p, spread
+from bam.tasks import Task, resolve
+from bam.teacher_store import Predictions, read_predictions
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The target condition against another on one task (or `average`)."""
+
+    task: str
+    target: str
+    other: str
+    median_difference: float
+    greater: MannWhitney
+    two_sided: MannWhitney
+    bootstraps: tuple[Bootstrap, ...]  # one per seed both conditions ran, when predictions exist
+
+    def sentence(self) -> str:
+        verb = "beats" if self.greater.p < 0.05 and self.median_difference > 0 else "does not significantly beat"
+        line = (
+            f"{self.target} {verb} {self.other} on {self.task}: median {self.median_difference:+.2f}, "
+            f"p = {self.greater.p:.3g} (one-sided), n = {self.greater.n_a} vs {self.greater.n_b}"
+        )
+        if self.bootstraps:
+            significant = sum(boot.p < 0.05 for boot in self.bootstraps)
+            line += f"; paired bootstrap p < 0.05 in {significant} of {len(self.bootstraps)} seeds"
+        if smallest_p(self.greater.n_a, self.greater.n_b) >= 0.05:
+            line += f" (warning: with {self.greater.n_a} vs {self.greater.n_b} runs no p below 0.05 is possible)"
+        return line
+
+
+def load_results(sweep: Path) -> pd.DataFrame:
+    path = sweep / "results.csv"
+    if not path.is_file():
+        raise BamError(f"{sweep}: no results.csv (run `bam sweep` into this folder first)")
+    table = pd.read_csv(path)
+    missing = {"condition", "seed", "task", "score"} - set(table.columns)
+    if missing:
+        raise BamError(f"{path}: missing column {sorted(missing)[0]!r}")
+    return table
+
+
+def medians(table: pd.DataFrame) -> pd.DataFrame:
+    """Median, IQR and n of the score per task (rows, `average` last) and condition (columns)."""
+    rows = []
+    for (task, condition), scores in table.groupby(["task", "condition"], sort=False)["score"]:
+        summary = spread(scores)
+        rows.append({"task": task, "condition": condition, "median": summary.median, "iqr": summary.iqr, "n": summary.n})
+    return pd.DataFrame(rows)
+
+
+def dev_predictions(sweep: Path, condition: str, seed: int, task: str) -> Predictions | None:
+    """The first dev split's predictions of one run, or None where the sweep kept none."""
+    base = sweep / f"seed{seed}" / condition
+    candidates = {
+        "single": sorted((base / task).glob("*.safetensors")),
+        "single-single": sorted((base / task / "predictions").glob(f"{task}.*.safetensors")),
+    }.get(condition, sorted((base / "predictions").glob(f"{task}.*.safetensors")))
+    candidates = [path for path in candidates if path.name != "train.safetensors"]
+    return read_predictions(candidates[0]) if candidates else None
+
+
+def _task_metric(task: Task):
+    def score(gold: np.ndarray, outputs: np.ndarray) -> float:
+        return metrics.task_score(task.score(torch.as_tensor(gold), torch.as_tensor(outputs)))
+
+    return score
+
+
+def compare(
+    table: pd.DataFrame, tasks: dict[str, Task | None], sweep: Path | None, target: str, baseline: str | None = None, samples: int = 1000
+) -> list[Comparison]:
+    """The target condition against `baseline` (default: every other condition), per task and on the average."""
+    comparisons = []
+    others = [baseline] if baseline else [condition for condition in table["condition"].unique() if condition != target]
+    for task in [*tasks, "average"]:
+        rows = table[table["task"] == task]
+        mine = rows[rows["condition"] == target].set_index("seed")["score"]
+        for other in others:
+            theirs = rows[rows["condition"] == other].set_index("seed")["score"]
+            if mine.empty or theirs.empty:
+                continue
+            bootstraps = []
+            if sweep is not None and task != "average":
+                for seed in sorted(set(mine.index) & set(theirs.index)):
+                    a, b = dev_predictions(sweep, target, seed, task), dev_predictions(sweep, other, seed, task)
+                    if a is not None and b is not None:
+                        metric = _task_metric(tasks[task])
+                        bootstraps.append(paired_bootstrap(a.labels.numpy(), a.outputs.numpy(), b.outputs.numpy(), metric, samples, seed))
+            comparisons.append(
+                Comparison(
+                    task, target, other, float(np.median(mine) - np.median(theirs)),
+                    mann_whitney(mine.to_numpy(), theirs.to_numpy(), "greater"),
+                    mann_whitney(mine.to_numpy(), theirs.to_numpy(), "two-sided"),
+                    tuple(bootstraps),
+                )  # fmt: skip
+            )
+    return comparisons
+
+
+def plot(table: pd.DataFrame, task: str, path: Path) -> None:
+    """Scores by condition for one task: a box per condition with every seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table[table["task"] == task]
+    conditions = list(dict.fromkeys(rows["condition"]))
+    figure, axes = plt.subplots(figsize=(1.6 + 1.2 * len(conditions), 3.2))
+    groups = [rows[rows["condition"] == condition]["score"].to_numpy() for condition in conditions]
+    axes.boxplot(groups, widths=0.5, showfliers=False)
+    axes.set_xticks(range(1, len(conditions) + 1), conditions)
+    jitter = np.random.default_rng(0)
+    for position, scores in enumerate(groups, start=1):
+        axes.scatter(position + jitter.uniform(-0.12, 0.12, len(scores)), scores, s=14, color="black", zorder=3)
+    axes.set_title(f"{task}: dev score by condition")
+    axes.set_ylabel("score (0-100)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_markdown(path: Path, name: str, summary: pd.DataFrame, comparisons: list[Comparison], table: pd.DataFrame, samples: int) -> None:
+    conditions = list(dict.fromkeys(table["condition"]))
+    lines = [f"# Sweep report: {name}", "", "## Dev scores: median (IQR) [n] over seeds", ""]
+    lines.append("| task | " + " | ".join(conditions) + " |")
+    lines.append("|---|" + "---|" * len(conditions))
+    for task in dict.fromkeys(summary["task"]):
+        cells = []
+        for condition in conditions:
+            found = summary[(summary["task"] == task) & (summary["condition"] == condition)]
+            cells.append("–" if found.empty else "{median:.2f} ({iqr:.2f}) [{n}]".format(**found.iloc[0].to_dict()))
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    if "wall_seconds" in table.columns:
+        lines += ["", "## Compute", "", "| condition | wall time (hours, all seeds) |", "|---|---|"]
+        per_task_rows = table[table["task"] != "average"].drop_duplicates(["condition", "seed", "wall_seconds"])
+        for condition, seconds in per_task_rows.groupby("condition", sort=False)["wall_seconds"].sum().items():
+            lines.append(f"| {condition} | {seconds / 3600:.2f} |")
+    lines += ["", "## Tests", "", f"Mann-Whitney U over seeds (U counts pairs where the first condition scores higher); paired bootstrap over dev examples ({samples} resamples, first dev split) per seed run by both conditions.", ""]
+    lines.append("| task | comparison | median diff | U | p (one-sided) | p (two-sided) | n | bootstrap p per seed |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for item in comparisons:
+        boots = ", ".join(f"{boot.p:.3f}" for boot in item.bootstraps) or "–"
+        lines.append(
+            f"| {item.task} | {item.target} > {item.other} | {item.median_difference:+.2f} | {item.greater.u:g} | "
+            f"{item.greater.p:.3g} | {item.two_sided.p:.3g} | {item.greater.n_a} vs {item.greater.n_b} | {boots} |"
+        )
+    lines += ["", "## In words", ""] + [f"- {item.sentence()}" for item in comparisons]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def report(
+    sweep: Path, out: Path, target: str = "bam", baseline: str | None = None, samples: int = 1000
+) -> tuple[pd.DataFrame, list[Comparison]]:
+    """Write report.md and the plots for `sweep` into `out`; returns the medians and comparisons."""
+    table = load_results(sweep)
+    for condition in (target, baseline):
+        if condition and condition not in set(table["condition"]):
+            raise BamError(f"{sweep}: no runs of condition {condition!r} in results.csv")
+    description = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").is_file() else None
+    recipe = build(Recipe, description["recipe"]) if description else None
+    known = [task for task in dict.fromkeys(table["task"]) if task != "average"]
+    tasks = {task.name: task for task in resolve(recipe)} if recipe else {name: None for name in known}
+    tasks = {name: tasks[name] for name in known}
+    summary = medians(table)
+    comparisons = compare(table, tasks, sweep if recipe else None, target, baseline, samples)
+    out.mkdir(parents=True, exist_ok=True)
+    for task in [*known, "average"]:
+        if (table["task"] == task).any():
+            plot(table, task, out / f"{task}.png")
+    write_markdown(out / "report.md", sweep.name, summary, comparisons, table, samples)
+    return summary, comparisons

@@ -1,0 +1,60 @@
+"""The report on a small synthetic results table whose medians and p-values are known."""
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+
+from bam.cli import main
+from bam.report import report
+
+from conftest import FIXTURES
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    folder = tmp_path / "toy-sweep"
+    shutil.copytree(FIXTURES / "sweep", folder)
+    return folder
+
+
+def test_medians_iqr_and_counts(sweep, tmp_path):
+    summary, _ = report(sweep, tmp_path / "out")
+    by = summary.set_index(["task", "condition"])
+    assert by.loc[("rte", "bam"), "median"] == 62 and by.loc[("rte", "bam"), "iqr"] == 2 and by.loc[("rte", "bam"), "n"] == 5
+    assert by.loc[("rte", "multi"), "median"] == 57
+    assert by.loc[("rte", "single"), "median"] == 59  # of 58, 62, 59, 65, 50
+
+
+def test_p_values_of_bam_against_the_others(sweep, tmp_path):
+    _, comparisons = report(sweep, tmp_path / "out")
+    found = {(item.task, item.other): item for item in comparisons}
+    versus_multi = found[("rte", "multi")]
+    # Every bam seed above every multi seed: U = 25, exact one-sided p = 1 / C(10, 5) = 1/252.
+    assert versus_multi.greater.u == 25 and versus_multi.greater.p == pytest.approx(1 / 252)
+    assert versus_multi.median_difference == 5
+    versus_single = found[("rte", "single")]
+    expected = stats.mannwhitneyu([60, 61, 62, 63, 64], [58, 62, 59, 65, 50], alternative="greater")
+    assert versus_single.greater.u == 17.5 == expected.statistic  # 3 + 3 + 3.5 + 4 + 4, the tie counting half
+    assert versus_single.greater.p == pytest.approx(expected.pvalue)
+    assert "bam beats multi on rte: median +5.00, p = 0.00397 (one-sided), n = 5 vs 5" in versus_multi.sentence()
+    assert versus_single.sentence().startswith("bam does not significantly beat single on rte")
+
+
+def test_report_files_and_small_sample_warning(sweep, tmp_path):
+    results = sweep / "results.csv"
+    kept = [line for line in results.read_text().splitlines() if not line.split(",")[1] in {"3", "4"}]
+    results.write_text("\n".join(kept) + "\n")
+    result = CliRunner().invoke(main, ["report", str(sweep), "--baseline", "multi", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| rte | 61.00 (1.00) [3] | " in text or "61.00 (1.00) [3]" in text
+    assert "with 3 vs 3 runs no p below 0.05 is possible" in text
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["average.png", "rte.png"]
+    assert "bam > single" not in text  # --baseline keeps to one comparison
+
+
+def test_report_without_results_is_one_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "no results.csv" in result.output
