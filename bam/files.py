@@ -8,6 +8,8 @@ killed process leaves nothing that a later reader would take as finished.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -55,3 +57,19 @@ def write_json(path: Path, data) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(temporary, path)
+
+
+# The modules whose changes can change a run's numbers (not the CLI, sweep or report).
+_NUMERIC_SOURCES = (
+    "config.py", "data.py", "distillation.py", "glue_tasks.toml", "hardware.py", "metrics.py", "model.py",
+    "sampling.py", "student.py", "tasks.py", "teacher_store.py", "teachers.py", "training.py",
+)  # fmt: skip
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A short hash of the code that produces a run's numbers, so a sweep can tell if runs came from different code."""
+    digest = hashlib.sha256()
+    for name in _NUMERIC_SOURCES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:12]

@@ -158,6 +158,9 @@ def write_markdown(path: Path, name: str, summary: pd.DataFrame, comparisons: li
         per_task_rows = table[table["task"] != "average"].drop_duplicates(["condition", "seed", "wall_seconds"])
         for condition, seconds in per_task_rows.groupby("condition", sort=False)["wall_seconds"].sum().items():
             lines.append(f"| {condition} | {seconds / 3600:.2f} |")
+    if "code" in table.columns and table["code"].nunique() > 1:
+        versions = ", ".join(sorted(table["code"].astype(str).unique()))
+        lines += ["", f"**Warning:** the runs came from {table['code'].nunique()} different versions of the training code ({versions})."]
     lines += ["", "## Tests", "", f"Mann-Whitney U over seeds (U counts pairs where the first condition scores higher); paired bootstrap over dev examples ({samples} resamples, first dev split) per seed run by both conditions.", ""]
     lines.append("| task | comparison | median diff | U | p (one-sided) | p (two-sided) | n | bootstrap p per seed |")
     lines.append("|---|---|---|---|---|---|---|---|")

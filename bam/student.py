@@ -17,7 +17,7 @@ import torch
 from bam import metrics
 from bam.config import Recipe, to_dict
 from bam.data import column, load_tokenized
-from bam.files import atomic_directory, check_writable, write_json
+from bam.files import atomic_directory, check_writable, code_fingerprint, write_json
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
 from bam.teacher_store import Predictions, read_teacher, write_predictions, write_teacher
@@ -87,6 +87,6 @@ def distill(
                 write_teacher(partial / "teachers", data.task, predictions=split_predictions, train_fingerprint=train_fingerprint, details=details, save_model=None)
         sources = {"data_dir": str(data_dir) if data_dir else "hub", "teacher_store": str(teacher_store) if teacher_outputs else None}
         write_json(partial / "config.json", {**to_dict(recipe), **sources})
-        write_json(partial / "run.json", {"wall_seconds": time.perf_counter() - started})
+        write_json(partial / "run.json", {"wall_seconds": time.perf_counter() - started, "code": code_fingerprint()})
         write_json(partial / "metrics.json", results)
     return results

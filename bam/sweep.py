@@ -229,12 +229,13 @@ def _run_rows(sweep: Path, run: Run) -> list[dict]:
     base = {"condition": run.condition, "seed": run.seed}
     if run.condition == "single":
         manifest = json.loads((folder / "manifest.json").read_text())
-        return [{**base, "task": run.task, **manifest["dev_metrics"], "wall_seconds": manifest["wall_seconds"]}]
+        return [{**base, "task": run.task, **manifest["dev_metrics"], "wall_seconds": manifest["wall_seconds"], "code": manifest["code"]}]
     results = json.loads((folder / "metrics.json").read_text())
-    wall = json.loads((folder / "run.json").read_text())["wall_seconds"]
-    rows = [{**base, "task": task, **values, "wall_seconds": wall} for task, values in results["tasks"].items()]
+    about = json.loads((folder / "run.json").read_text())
+    extra = {"wall_seconds": about["wall_seconds"], "code": about["code"]}
+    rows = [{**base, "task": task, **values, **extra} for task, values in results["tasks"].items()]
     if run.condition not in PER_TASK:
-        rows.append({**base, "task": "average", "score": results["average"], "wall_seconds": wall})
+        rows.append({**base, "task": "average", "score": results["average"], **extra})
     return rows
 
 
@@ -245,7 +246,10 @@ def collect(sweep: Path, runs: Sequence[Run], tasks: Sequence[str]) -> pd.DataFr
     # The per-task conditions get their average once every task of the seed has finished.
     for (condition, seed), group in table[table["condition"].isin(PER_TASK)].groupby(["condition", "seed"]):
         if set(group["task"]) == set(tasks):
-            average = {"condition": condition, "seed": seed, "task": "average", "score": group["score"].mean(), "wall_seconds": group["wall_seconds"].sum()}
+            average = {
+                "condition": condition, "seed": seed, "task": "average", "score": group["score"].mean(),
+                "wall_seconds": group["wall_seconds"].sum(), "code": ",".join(sorted(set(group["code"]))),
+            }  # fmt: skip
             table = pd.concat([table, pd.DataFrame([average])], ignore_index=True)
     order = {condition: index for index, condition in enumerate(CONDITIONS)}
     task_order = {task: index for index, task in enumerate([*tasks, "average"])}

@@ -16,7 +16,7 @@ from pathlib import Path
 from bam import metrics
 from bam.config import Recipe, to_dict
 from bam.data import TaskData, load_tokenized
-from bam.files import check_writable
+from bam.files import check_writable, code_fingerprint
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
 from bam.teacher_store import Predictions, write_teacher
@@ -56,6 +56,7 @@ def train_teacher(
             "dev_metrics": {**dev_metrics, "score": metrics.task_score(dev_metrics)},
             "recipe": to_dict(recipe),
             "wall_seconds": time.perf_counter() - started,
+            "code": code_fingerprint(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
         save_model=lambda folder: model.save(folder, tokenizer),

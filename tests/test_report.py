@@ -58,3 +58,12 @@ def test_report_files_and_small_sample_warning(sweep, tmp_path):
 def test_report_without_results_is_one_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "no results.csv" in result.output
+
+
+def test_runs_from_different_training_code_are_flagged(sweep, tmp_path):
+    results = sweep / "results.csv"
+    lines = results.read_text().splitlines()
+    lines = [lines[0] + ",code"] + [line + (",aaaa" if index % 2 else ",bbbb") for index, line in enumerate(lines[1:])]
+    results.write_text("\n".join(lines) + "\n")
+    report(sweep, tmp_path / "out")
+    assert "came from 2 different versions of the training code (aaaa, bbbb)" in (tmp_path / "out" / "report.md").read_text()
