@@ -182,7 +182,7 @@ def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_we
     help="Comma-separated: single (teachers), multi (gold labels only), bam (Single->Multi), single-single, multi-multi.",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Sweep folder. Default: sweeps/<recipe>.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel on this machine; the cores are shared among them.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel on this machine; the cores are shared among them. (With Slurm every ready run is submitted.)")
 @click.option("--slurm-partition", help="Submit each run as a Slurm job (through submitit) to this partition instead of running here.")
 @click.option("--slurm-gpus", type=int, default=1, show_default=True, help="GPUs per Slurm job.")
 @click.option("--slurm-minutes", type=int, default=24 * 60, show_default=True, help="Time limit per Slurm job.")
@@ -204,7 +204,10 @@ def sweep_command(recipe, seeds, first_seed, conditions, out, workers, slurm_par
     out = out or Path("sweeps") / recipe.stem
     executor = None
     if slurm_partition:
-        import submitit
+        try:
+            import submitit
+        except ImportError:
+            raise BamError('--slurm-partition needs submitit: pip install -e ".[slurm]"') from None
 
         executor = submitit.AutoExecutor(folder=out / "slurm")
         executor.update_parameters(slurm_partition=slurm_partition, gpus_per_node=slurm_gpus, timeout_min=slurm_minutes)

@@ -54,7 +54,10 @@ def load_results(sweep: Path) -> pd.DataFrame:
     path = sweep / "results.csv"
     if not path.is_file():
         raise BamError(f"{sweep}: no results.csv (run `bam sweep` into this folder first)")
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise BamError(f"{path}: not a readable CSV table ({str(error).splitlines()[0]})") from None
     missing = {"condition", "seed", "task", "score"} - set(table.columns)
     if missing:
         raise BamError(f"{path}: missing column {sorted(missing)[0]!r}")
@@ -106,6 +109,8 @@ def compare(
                 for seed in sorted(set(mine.index) & set(theirs.index)):
                     a, b = dev_predictions(sweep, target, seed, task), dev_predictions(sweep, other, seed, task)
                     if a is not None and b is not None:
+                        if not (torch.equal(a.ids, b.ids) and torch.equal(a.labels, b.labels)):
+                            raise BamError(f"{sweep}: seed {seed}, task {task}: {target} and {other} predicted different dev examples")
                         metric = _task_metric(tasks[task])
                         bootstraps.append(paired_bootstrap(a.labels.numpy(), a.outputs.numpy(), b.outputs.numpy(), metric, samples, seed))
             comparisons.append(
@@ -158,9 +163,11 @@ def write_markdown(path: Path, name: str, summary: pd.DataFrame, comparisons: li
         per_task_rows = table[table["task"] != "average"].drop_duplicates(["condition", "seed", "wall_seconds"])
         for condition, seconds in per_task_rows.groupby("condition", sort=False)["wall_seconds"].sum().items():
             lines.append(f"| {condition} | {seconds / 3600:.2f} |")
-    if "code" in table.columns and table["code"].nunique() > 1:
-        versions = ", ".join(sorted(table["code"].astype(str).unique()))
-        lines += ["", f"**Warning:** the runs came from {table['code'].nunique()} different versions of the training code ({versions})."]
+    runs = table[table["task"] != "average"]  # average rows of per-task conditions join their runs' values
+    for column, what in (("code", "versions of the training code"), ("threads", "CPU thread counts (results depend on it)")):
+        if column in runs.columns and runs[column].nunique() > 1:
+            values = ", ".join(sorted(runs[column].astype(str).unique()))
+            lines += ["", f"**Warning:** the runs came from {runs[column].nunique()} different {what} ({values})."]
     lines += ["", "## Tests", "", f"Mann-Whitney U over seeds (U counts pairs where the first condition scores higher); paired bootstrap over dev examples ({samples} resamples, first dev split) per seed run by both conditions.", ""]
     lines.append("| task | comparison | median diff | U | p (one-sided) | p (two-sided) | n | bootstrap p per seed |")
     lines.append("|---|---|---|---|---|---|---|---|")
@@ -174,6 +181,17 @@ def write_markdown(path: Path, name: str, summary: pd.DataFrame, comparisons: li
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _sweep_recipe(sweep: Path) -> Recipe | None:
+    """The recipe the sweep ran, from sweep.json; None for a bare results table (no bootstrap then)."""
+    path = sweep / "sweep.json"
+    if not path.is_file():
+        return None
+    try:
+        return build(Recipe, json.loads(path.read_text())["recipe"])
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise BamError(f"{path}: not a sweep description ({error})") from None
+
+
 def report(
     sweep: Path, out: Path, target: str = "bam", baseline: str | None = None, samples: int = 1000
 ) -> tuple[pd.DataFrame, list[Comparison]]:
@@ -182,16 +200,20 @@ def report(
     for condition in (target, baseline):
         if condition and condition not in set(table["condition"]):
             raise BamError(f"{sweep}: no runs of condition {condition!r} in results.csv")
-    description = json.loads((sweep / "sweep.json").read_text()) if (sweep / "sweep.json").is_file() else None
-    recipe = build(Recipe, description["recipe"]) if description else None
+    recipe = _sweep_recipe(sweep)
     known = [task for task in dict.fromkeys(table["task"]) if task != "average"]
     tasks = {task.name: task for task in resolve(recipe)} if recipe else {name: None for name in known}
+    unknown = [name for name in known if name not in tasks]
+    if unknown:
+        raise BamError(f"{sweep}: results.csv has task {unknown[0]!r}, which the sweep's recipe does not")
     tasks = {name: tasks[name] for name in known}
     summary = medians(table)
     comparisons = compare(table, tasks, sweep if recipe else None, target, baseline, samples)
+    if out.exists() and not out.is_dir():
+        raise BamError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     for task in [*known, "average"]:
         if (table["task"] == task).any():
             plot(table, task, out / f"{task}.png")
-    write_markdown(out / "report.md", sweep.name, summary, comparisons, table, samples)
+    write_markdown(out / "report.md", sweep.resolve().name, summary, comparisons, table, samples)
     return summary, comparisons

@@ -45,10 +45,13 @@ class MannWhitney:
 def mann_whitney(a: Sequence[float], b: Sequence[float], alternative: str = "greater") -> MannWhitney:
     """scipy's test; "greater" asks whether `a` tends to be larger than `b`.
 
-    scipy chooses the exact distribution for small samples without ties and the
-    normal approximation otherwise.
+    Without ties the exact distribution; with ties (common: dev-set scores take
+    few values) a permutation test, which is exact while the orderings are
+    fewer than its resamples, instead of scipy's default normal approximation.
     """
-    result = stats.mannwhitneyu(a, b, alternative=alternative)
+    has_ties = len(set(map(float, a)) | set(map(float, b))) < len(a) + len(b)
+    method = stats.PermutationMethod(n_resamples=9999, random_state=0) if has_ties else "exact"
+    result = stats.mannwhitneyu(a, b, alternative=alternative, method=method)
     return MannWhitney(float(result.statistic), float(result.pvalue), len(a), len(b), alternative)
 
 
@@ -80,17 +83,19 @@ def paired_bootstrap(
     samples: int = 1000,
     seed: int = 0,
 ) -> Bootstrap:
-    """One-sided test of "a is better than b" on the same examples.
+    """One-sided test of "a is better than b" on the same examples (Berg-Kirkpatrick et al., 2012).
 
-    Each sample draws the dev examples with replacement and recomputes both
-    systems' metric on it; p is the share of samples where a does not beat b.
+    Each sample draws the dev examples with replacement and recomputes the
+    difference d* of the two systems' metric. Under the null the bootstrap
+    distribution is shifted by the observed difference d, so p is the share of
+    samples with d* >= 2d, counted as (k + 1) / (samples + 1) so it is never 0.
     """
     gold, predicted_a, predicted_b = map(np.asarray, (gold, predicted_a, predicted_b))
     rng = np.random.default_rng(seed)
     observed = metric(gold, predicted_a) - metric(gold, predicted_b)
-    not_better = 0
+    at_least_twice = 0
     for _ in range(samples):
         rows = rng.integers(0, len(gold), size=len(gold))
-        if metric(gold[rows], predicted_a[rows]) - metric(gold[rows], predicted_b[rows]) <= 0:
-            not_better += 1
-    return Bootstrap(float(observed), not_better / samples, samples)
+        if metric(gold[rows], predicted_a[rows]) - metric(gold[rows], predicted_b[rows]) >= 2 * observed:
+            at_least_twice += 1
+    return Bootstrap(float(observed), (at_least_twice + 1) / (samples + 1), samples)

@@ -87,6 +87,7 @@ def distill(
                 write_teacher(partial / "teachers", data.task, predictions=split_predictions, train_fingerprint=train_fingerprint, details=details, save_model=None)
         sources = {"data_dir": str(data_dir) if data_dir else "hub", "teacher_store": str(teacher_store) if teacher_outputs else None}
         write_json(partial / "config.json", {**to_dict(recipe), **sources})
-        write_json(partial / "run.json", {"wall_seconds": time.perf_counter() - started, "code": code_fingerprint()})
+        about = {"wall_seconds": time.perf_counter() - started, "code": code_fingerprint(), "threads": torch.get_num_threads()}
+        write_json(partial / "run.json", about)
         write_json(partial / "metrics.json", results)
     return results

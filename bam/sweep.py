@@ -8,11 +8,12 @@ The conditions are the BAM paper's:
     single-single  born-again single-task: a one-task student taught by its own teacher
     multi-multi    a multi-task student taught by that seed's `multi` model
 
-A sweep folder holds `sweep.json` (the resolved recipe, seeds, conditions),
-one folder per run, and `results.csv`:
+A sweep folder holds `sweep.json` (the resolved recipe and data source, which
+a resumed sweep must match), one folder per run, `results.csv` and, for runs
+that failed, their tracebacks under `errors/`:
 
     seed<N>/single/<task>/          the teacher store of seed N (one run per task)
-    seed<N>/multi/                  run directory (+ teachers/ when multi-multi is swept)
+    seed<N>/multi/                  run directory, with teachers/: its own predictions, for multi-multi
     seed<N>/bam/
     seed<N>/single-single/<task>/
     seed<N>/multi-multi/
@@ -28,6 +29,7 @@ import dataclasses
 import json
 import os
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -88,8 +90,11 @@ def plan(tasks: Sequence[str], seeds: Sequence[int], conditions: Sequence[str]) 
     return runs
 
 
-def execute(sweep: str, recipe: dict, run: Run, data_dir: str | None, threads: int, teach_multi_multi: bool) -> float:
-    """Carry out one run (in a worker process or a Slurm job); returns its wall time in seconds."""
+def execute(sweep: str, recipe: dict, run: Run, data_dir: str | None, threads: int | None) -> float:
+    """Carry out one run (in a worker process or a Slurm job); returns its wall time in seconds.
+
+    `threads` None means every core this process may use (a Slurm job's own allocation).
+    """
     import torch
 
     from bam.config import build
@@ -99,7 +104,7 @@ def execute(sweep: str, recipe: dict, run: Run, data_dir: str | None, threads: i
     from bam.training import quiet_libraries
 
     quiet_libraries()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     started = time.perf_counter()
     settings = build(Recipe, recipe)
     settings = dataclasses.replace(settings, seed=run.seed)
@@ -113,8 +118,8 @@ def execute(sweep: str, recipe: dict, run: Run, data_dir: str | None, threads: i
         settings = dataclasses.replace(settings, student=dataclasses.replace(settings.student, anneal=anneal))
         if run.condition == "multi-multi":
             teachers = Path(sweep) / f"seed{run.seed}" / "multi" / "teachers"
-        save_store = run.condition == "multi" and teach_multi_multi
-        distill(settings, tasks, data_dir=data, teacher_store=teachers, out=folder, save_teacher_store=save_store)
+        # A `multi` run always stores its own predictions, so multi-multi can be added to a sweep later.
+        distill(settings, tasks, data_dir=data, teacher_store=teachers, out=folder, save_teacher_store=run.condition == "multi")
     return time.perf_counter() - started
 
 
@@ -152,29 +157,35 @@ def run_sweep(
     """Run (or resume) a sweep and return its results table, also written to `out/results.csv`.
 
     `executor` is anything with `submit(function, *arguments)` returning an object with
-    `done()` and `result()` (a submitit executor, for Slurm); by default runs go to a
-    process pool of `workers`, or stay in this process when `workers` is 1.
+    `done()` and `result()` (a submitit executor, for Slurm: every run that can start is
+    submitted at once); by default runs go to a process pool of `workers`, or stay in this
+    process when `workers` is 1. Each run uses `threads` CPU threads (default: the cores
+    shared among the workers; under an executor, the job's own cores). Results are
+    identical for the same recipe, seed and thread count; runs record their thread count.
     """
     from bam.tasks import resolve
 
     recipe = load_recipe(recipe_path, overrides)
     tasks = [task.name for task in resolve(recipe)]
+    if out.exists() and not out.is_dir():
+        raise BamError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": str(data_dir) if data_dir else "hub"})
+    _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": str(data_dir.resolve()) if data_dir else "hub"})
     runs = plan(tasks, seeds, conditions)
     pending = [run for run in runs if not run.is_done(out)]
     for run in runs:
         if run not in pending:
             on_event("skipped", run)
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    capacity = len(runs) if executor is not None else workers
+    if executor is None:
+        threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
     arguments = (str(out), to_dict(recipe))
-    teach_multi_multi = "multi-multi" in conditions
     pool = None
     if executor is None and workers > 1:
         pool = executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
     def submit(run: Run):
-        call = (execute, *arguments, run, str(data_dir) if data_dir else None, threads, teach_multi_multi)
+        call = (execute, *arguments, run, str(data_dir.resolve()) if data_dir else None, threads)
         on_event("started", run)
         return _Done(lambda: call[0](*call[1:])) if executor is None else executor.submit(*call)
 
@@ -187,11 +198,12 @@ def run_sweep(
                 if any(need in failed_runs for need in run.needs(tasks)):
                     pending.remove(run)
                     failed.append((run, BamError("not run: a run it needs failed")))
+                    on_event("not run", run)
             startable = [run for run in pending if all(need.is_done(out) for need in run.needs(tasks))]
             if not startable and not in_flight:
                 failed.extend((run, BamError("not run: a run it needs did not finish")) for run in pending)
                 break
-            for run in startable[: max(1, workers) - len(in_flight)]:
+            for run in startable[: capacity - len(in_flight)]:
                 pending.remove(run)
                 in_flight[run] = submit(run)
             finished = [run for run, handle in in_flight.items() if handle.done()]
@@ -201,18 +213,27 @@ def run_sweep(
                     on_event("finished", run)
                 except Exception as error:  # one failed run must not stop the others
                     failed.append((run, error))
+                    _keep_traceback(out, run, error)
                     on_event("failed", run)
             if in_flight and not finished:
                 time.sleep(0.5)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    table = collect(out, runs, tasks)
+    table = collect(out, tasks)
     _write_csv(table, out / "results.csv")
     if failed:
         run, error = failed[0]
-        raise BamError(f"{len(failed)} run(s) failed; first: {run.name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BamError(f"{len(failed)} run(s) failed; first: {run.name}: {message} (tracebacks in {out / 'errors'})")
     return table
+
+
+def _keep_traceback(out: Path, run: Run, error: Exception) -> None:
+    """A failed run's full traceback, for debugging; the command line shows one line."""
+    folder = out / "errors"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{run.name.replace('/', '_')}.txt").write_text("".join(traceback.format_exception(error)))
 
 
 def _check_or_write_description(path: Path, description: dict) -> None:
@@ -229,19 +250,25 @@ def _run_rows(sweep: Path, run: Run) -> list[dict]:
     base = {"condition": run.condition, "seed": run.seed}
     if run.condition == "single":
         manifest = json.loads((folder / "manifest.json").read_text())
-        return [{**base, "task": run.task, **manifest["dev_metrics"], "wall_seconds": manifest["wall_seconds"], "code": manifest["code"]}]
+        extra = {key: manifest[key] for key in ("wall_seconds", "code", "threads")}
+        return [{**base, "task": run.task, **manifest["dev_metrics"], **extra}]
     results = json.loads((folder / "metrics.json").read_text())
     about = json.loads((folder / "run.json").read_text())
-    extra = {"wall_seconds": about["wall_seconds"], "code": about["code"]}
+    extra = {key: about[key] for key in ("wall_seconds", "code", "threads")}
     rows = [{**base, "task": task, **values, **extra} for task, values in results["tasks"].items()]
     if run.condition not in PER_TASK:
         rows.append({**base, "task": "average", "score": results["average"], **extra})
     return rows
 
 
-def collect(sweep: Path, runs: Sequence[Run], tasks: Sequence[str]) -> pd.DataFrame:
-    """One row per finished run and task, plus a `task = average` row per condition and seed."""
-    rows = [row for run in runs if run.is_done(sweep) for row in _run_rows(sweep, run)]
+def collect(sweep: Path, tasks: Sequence[str]) -> pd.DataFrame:
+    """One row per finished run and task, plus a `task = average` row per condition and seed.
+
+    Every finished run in the folder counts, including seeds and conditions the
+    latest command did not ask for.
+    """
+    seeds = sorted(int(folder.name[4:]) for folder in sweep.glob("seed*") if folder.name[4:].isdigit())
+    rows = [row for run in plan(tasks, seeds, CONDITIONS) if run.is_done(sweep) for row in _run_rows(sweep, run)]
     table = pd.DataFrame(rows, columns=["condition", "seed", "task", "score", "wall_seconds"] if not rows else None)
     # The per-task conditions get their average once every task of the seed has finished.
     for (condition, seed), group in table[table["condition"].isin(PER_TASK)].groupby(["condition", "seed"]):
@@ -249,6 +276,7 @@ def collect(sweep: Path, runs: Sequence[Run], tasks: Sequence[str]) -> pd.DataFr
             average = {
                 "condition": condition, "seed": seed, "task": "average", "score": group["score"].mean(),
                 "wall_seconds": group["wall_seconds"].sum(), "code": ",".join(sorted(set(group["code"]))),
+                "threads": ",".join(sorted(set(map(str, group["threads"])))),
             }  # fmt: skip
             table = pd.concat([table, pd.DataFrame([average])], ignore_index=True)
     order = {condition: index for index, condition in enumerate(CONDITIONS)}

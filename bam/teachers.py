@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from bam import metrics
 from bam.config import Recipe, to_dict
 from bam.data import TaskData, load_tokenized
@@ -57,6 +59,7 @@ def train_teacher(
             "recipe": to_dict(recipe),
             "wall_seconds": time.perf_counter() - started,
             "code": code_fingerprint(),
+            "threads": torch.get_num_threads(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
         save_model=lambda folder: model.save(folder, tokenizer),

@@ -29,9 +29,17 @@ def test_mann_whitney_matches_scipy_on_random_scores():
     rng = np.random.default_rng(0)
     a, b = rng.normal(1, 1, 12), rng.normal(0, 1, 9)
     for alternative in ("greater", "two-sided"):
-        expected = stats.mannwhitneyu(a, b, alternative=alternative)
+        expected = stats.mannwhitneyu(a, b, alternative=alternative, method="exact")
         result = mann_whitney(a, b, alternative)
         assert (result.u, result.p) == pytest.approx((expected.statistic, expected.pvalue))
+
+
+def test_ties_use_an_exact_permutation_test_not_the_normal_approximation():
+    # a = (63, 63, 64) against b = (60, 61, 62): a beats b in all 9 pairs, but a ties with itself.
+    # Of the C(6,3) = 20 ways to split the six scores, only this one gives U = 9: p = 1/20.
+    result = mann_whitney([63, 63, 64], [60, 61, 62])
+    assert result.u == 9 and result.p == pytest.approx(1 / 20)
+    assert stats.mannwhitneyu([63, 63, 64], [60, 61, 62], alternative="greater").pvalue < 0.05  # what the default says
 
 
 def accuracy(gold, predicted):
@@ -41,7 +49,7 @@ def accuracy(gold, predicted):
 def test_bootstrap_of_a_system_against_itself_never_shows_it_better():
     gold = np.array([0, 1, 0, 1, 1, 0])
     result = paired_bootstrap(gold, gold, gold, accuracy, samples=200)
-    assert result.difference == 0 and result.p == 1.0
+    assert result.difference == 0 and result.p == 1.0  # (200 + 1) / (200 + 1)
 
 
 def test_bootstrap_of_a_clearly_better_system():
@@ -55,10 +63,13 @@ def test_bootstrap_of_a_clearly_better_system():
     assert paired_bootstrap(gold, poor, good, accuracy, samples=500).p > 0.99
 
 
-def test_bootstrap_p_on_a_hand_computed_case():
-    # Two examples; a is right only on the first, b only on the second. A resample
-    # favours a exactly when it draws the first example more often: P = 1/4 (both first).
+def test_bootstrap_p_on_hand_computed_cases():
+    # Two examples; a is right only on the first, b only on the second, so d = 0.
+    # A resample has d* = +1 (both draws first, P 1/4), 0 (P 1/2) or -1 (P 1/4): P(d* >= 0) = 3/4.
     gold = np.array([1, 1])
     a, b = np.array([1, 0]), np.array([0, 1])
-    result = paired_bootstrap(gold, a, b, accuracy, samples=4000, seed=3)
-    assert result.p == pytest.approx(0.75, abs=0.03)
+    assert paired_bootstrap(gold, a, b, accuracy, samples=4000, seed=3).p == pytest.approx(0.75, abs=0.03)
+    # Three examples; a right on all, b right on the first only: d = 2/3, so p counts d* >= 4/3: never.
+    gold, a, b = np.array([1, 1, 1]), np.array([1, 1, 1]), np.array([1, 0, 0])
+    result = paired_bootstrap(gold, a, b, accuracy, samples=999)
+    assert result.difference == pytest.approx(2 / 3) and result.p == pytest.approx(1 / 1000)
