@@ -76,11 +76,11 @@ def medians(table: pd.DataFrame) -> pd.DataFrame:
 def dev_predictions(sweep: Path, condition: str, seed: int, task: str) -> Predictions | None:
     """The first dev split's predictions of one run, or None where the sweep kept none."""
     base = sweep / f"seed{seed}" / condition
-    candidates = {
-        "single": sorted((base / task).glob("*.safetensors")),
-        "single-single": sorted((base / task / "predictions").glob(f"{task}.*.safetensors")),
-    }.get(condition, sorted((base / "predictions").glob(f"{task}.*.safetensors")))
-    candidates = [path for path in candidates if path.name != "train.safetensors"]
+    if condition == "single":  # a teacher-store folder: <split>.safetensors, train included
+        folder, pattern = base / task, "*.safetensors"
+    else:  # a run directory: predictions/<task>.<split>.safetensors
+        folder, pattern = (base / task if condition == "single-single" else base) / "predictions", f"{task}.*.safetensors"
+    candidates = [path for path in sorted(folder.glob(pattern)) if path.name != "train.safetensors"]
     return read_predictions(candidates[0]) if candidates else None
 
 
