@@ -8,22 +8,30 @@ Layout (documented for users in teachers/README.md):
     <store>/<task>/model/               the fine-tuned teacher (safetensors)
 
 A task's folder is built under a hidden temporary name and renamed into place
-only when complete, so a killed run never leaves a teacher that looks finished.
+only when complete, so a killed run never leaves a teacher that looks finished;
+each predictions file is also written to a temporary name and renamed, because
+run directories hold prediction files outside any teacher folder.
 The reader refuses a store whose task, label order, data fingerprint, example
 ids or file checksums do not match what the student is about to train on.
+
+Prediction files are memory-mapped, not read: a million-example task opens in
+one streaming checksum pass, and its outputs occupy memory only as the student
+touches their rows.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from bam.data import column
 from bam.errors import BamError
@@ -31,14 +39,14 @@ from bam.files import atomic_directory, write_json
 from bam.tasks import Task
 
 FORMAT = "bam-teacher-store/1"
+TENSORS = ("ids", "outputs", "labels")
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    # file_digest reads through one small buffer: the file passes through the
+    # page cache, never into this process's resident memory.
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -56,27 +64,57 @@ class Predictions:
 
 
 def write_predictions(path: Path, predictions: Predictions) -> str:
-    """Save predictions as safetensors; returns the file's SHA-256."""
-    save_file(
-        {
-            "ids": predictions.ids.to(torch.int64).contiguous(),
-            "outputs": predictions.outputs.float().contiguous(),
-            "labels": predictions.labels.contiguous(),
-        },
-        path,
-    )
-    return _sha256(path)
+    """Save predictions as safetensors through a temporary file and a rename; returns the file's SHA-256."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    # Created by us, so it gets the umask's permissions like the manifest;
+    # safetensors >= 0.8 writes through its own owner-only temporary file,
+    # which would leave a shared store unreadable to the rest of the group.
+    temporary.touch()
+    permissions = stat.S_IMODE(temporary.stat().st_mode)
+    try:
+        save_file(
+            {
+                "ids": predictions.ids.to(torch.int64).contiguous(),
+                "outputs": predictions.outputs.float().contiguous(),
+                "labels": predictions.labels.contiguous(),
+            },
+            temporary,
+        )
+        temporary.chmod(permissions)
+        sha256 = _sha256(temporary)
+        # A rename, never a rewrite in place: a reader that has the old file
+        # mapped keeps its old bytes instead of crashing (SIGBUS) on a truncated file.
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return sha256
 
 
 def read_predictions(path: Path) -> Predictions:
-    """Load a predictions file written by `write_predictions`."""
+    """Map a predictions file written by `write_predictions`; its bytes are read only when used.
+
+    safetensors checks that the header covers the file exactly, so a truncated
+    or extended file is refused here; a flipped byte in the data is only caught
+    by the manifest's checksum (see `read_teacher`).
+    """
     try:
-        tensors = load_file(path)
-    except (SafetensorError, OSError) as error:
-        raise BamError(f"{path}: unreadable ({error})") from None
-    if set(tensors) != {"ids", "outputs", "labels"}:
-        raise BamError(f"{path}: expected tensors 'ids', 'outputs' and 'labels', found {sorted(tensors)}")
-    return Predictions(tensors["ids"], tensors["outputs"], tensors["labels"])
+        # safe_open maps the whole file privately: tensors are views of the
+        # mapping, and writing to one copies that page instead of changing the file.
+        with safe_open(path, framework="pt") as handle:
+            names = set(handle.keys())
+            if names != set(TENSORS):
+                raise BamError(f"{path}: expected tensors 'ids', 'outputs' and 'labels', found {sorted(names)}")
+            ids, outputs, labels = (handle.get_tensor(name) for name in TENSORS)
+    except SafetensorError as error:
+        raise BamError(f"{path}: not a complete safetensors file, corrupted or truncated ({error})") from None
+    except OSError as error:
+        raise BamError(f"{path}: unreadable ({error.strerror or error})") from None
+    if ids.dtype != torch.int64 or ids.dim() != 1 or outputs.dim() != 2 or not len(ids) == len(outputs) == len(labels):
+        raise BamError(f"{path}: ids {ids.dtype} {tuple(ids.shape)}, outputs {tuple(outputs.shape)} and labels {tuple(labels.shape)} do not describe one row per example")
+    return Predictions(ids, outputs, labels)
 
 
 def write_teacher(
@@ -151,12 +189,25 @@ def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerp
     path = store / task.name / entry["path"]
     if not path.is_file():
         raise BamError(f"{path}: missing")
-    if _sha256(path) != entry["sha256"]:
+    try:
+        sha256 = _sha256(path)
+    except OSError as error:
+        raise BamError(f"{path}: unreadable ({error.strerror or error})") from None
+    if sha256 != entry["sha256"]:
         raise BamError(f"{path}: checksum does not match the manifest (corrupted or truncated)")
-    stored = read_predictions(path)
-    ids, outputs = stored.ids, stored.outputs
+    _check_ids(path, train_ids, where)
+    # A fresh mapping, untouched: the outputs become resident only as the
+    # student reads their rows.
+    outputs = read_predictions(path).outputs
+    if outputs.shape[-1] != task.output_size:  # rows were checked with the ids
+        raise BamError(f"{where}: teacher outputs have shape {tuple(outputs.shape)}, the task needs {len(train_ids)} x {task.output_size}")
+    return outputs
+
+
+def _check_ids(path: Path, train_ids: torch.Tensor, where: str) -> None:
+    # The comparison touches every id; doing it on a mapping of its own, which
+    # is unmapped when this returns, keeps those pages out of the student's
+    # resident memory for the whole of training.
+    ids = read_predictions(path).ids
     if ids.shape != train_ids.shape or not torch.equal(ids, train_ids.to(torch.int64)):
         raise BamError(f"{where}: teacher example ids do not match the training data ({len(ids)} stored, {len(train_ids)} in the data)")
-    if outputs.dim() != 2 or len(outputs) != len(ids) or outputs.shape[-1] != task.output_size:
-        raise BamError(f"{where}: teacher outputs have shape {tuple(outputs.shape)}, the task needs {len(ids)} x {task.output_size}")
-    return outputs

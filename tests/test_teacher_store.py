@@ -1,14 +1,18 @@
 import json
+import shutil
+import stat
+from pathlib import Path
 
 import pytest
 import torch
 
+import bam.teacher_store
 from bam.config import Recipe, TaskSpec
 from bam.errors import BamError
 from bam.tasks import Task, resolve
-from bam.teacher_store import Predictions, read_manifest, read_predictions, read_teacher, write_teacher
+from bam.teacher_store import Predictions, read_manifest, read_predictions, read_teacher, write_predictions, write_teacher
 
-RTE = resolve(Recipe(model="m", tasks=("rte",)))[0]
+RTE, MNLI = resolve(Recipe(model="m", tasks=("rte", "mnli")))
 IDS = torch.arange(5)
 OUTPUTS = torch.randn(5, 2)
 LABELS = torch.tensor([0, 1, 1, 0, 1])
@@ -67,18 +71,6 @@ def test_wrong_label_order_is_refused(tmp_path):
         read_teacher(store_with_rte(tmp_path), swapped, IDS, "abc")
 
 
-def test_corrupted_or_truncated_predictions_are_refused(tmp_path):
-    store = store_with_rte(tmp_path)
-    path = store / "rte" / "train.safetensors"
-    data = path.read_bytes()
-    path.write_bytes(data[:-4] + bytes(4))
-    with pytest.raises(BamError, match="checksum does not match"):
-        read_teacher(store, RTE, IDS, "abc")
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(BamError, match="checksum does not match"):
-        read_teacher(store, RTE, IDS, "abc")
-
-
 def test_foreign_manifest_is_refused(tmp_path):
     store = store_with_rte(tmp_path)
     manifest = store / "rte" / "manifest.json"
@@ -103,3 +95,100 @@ def test_manifest_missing_an_entry_is_refused(tmp_path):
 def test_dev_predictions_keep_ids_outputs_and_gold_labels(tmp_path):
     stored = read_predictions(store_with_rte(tmp_path) / "rte" / "dev.safetensors")
     assert stored.ids.tolist() == [0, 1] and stored.labels.tolist() == [0, 1] and stored.outputs.shape == (2, 2)
+
+
+def test_truncated_predictions_file_is_refused_without_a_manifest(tmp_path):
+    path = store_with_rte(tmp_path) / "rte" / "dev.safetensors"
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(BamError, match=r"dev\.safetensors: not a complete safetensors file, corrupted or truncated"):
+        read_predictions(path)
+
+
+def test_failed_write_keeps_the_old_predictions_and_leaves_no_scratch_file(tmp_path, monkeypatch):
+    path = tmp_path / "rte.dev.safetensors"
+    write_predictions(path, Predictions(IDS, OUTPUTS, LABELS))
+    before = path.read_bytes()
+
+    def crash(tensors, filename):
+        Path(filename).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bam.teacher_store, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_predictions(path, Predictions(IDS, torch.zeros(5, 2), LABELS))
+    assert path.read_bytes() == before and [file.name for file in tmp_path.iterdir()] == [path.name]
+
+
+def test_rewriting_a_file_leaves_readers_that_mapped_it_their_old_values(tmp_path):
+    path = tmp_path / "rte.dev.safetensors"
+    write_predictions(path, Predictions(IDS, OUTPUTS, LABELS))
+    mapped = read_predictions(path)
+    write_predictions(path, Predictions(IDS, torch.zeros(5, 2), LABELS))
+    assert torch.equal(mapped.outputs, OUTPUTS) and torch.equal(read_predictions(path).outputs, torch.zeros(5, 2))
+
+
+def test_prediction_files_are_as_readable_as_the_manifest(tmp_path):
+    folder = store_with_rte(tmp_path) / "rte"
+    manifest_permissions = stat.S_IMODE((folder / "manifest.json").stat().st_mode)
+    assert {stat.S_IMODE(path.stat().st_mode) for path in folder.glob("*.safetensors")} == {manifest_permissions}
+
+
+MILLION = 1_000_000
+
+
+def write_large_teacher(store: Path, rows: int = MILLION) -> Predictions:
+    """A synthetic MNLI-shaped teacher of `rows` examples (3 float32 outputs each); returns what was written.
+
+    Also what the benchmark needs to time `read_teacher(store, MNLI, torch.arange(rows), "synthetic")`.
+    """
+    generator = torch.Generator().manual_seed(0)
+    predictions = Predictions(torch.arange(rows), torch.randn(rows, 3, generator=generator), torch.randint(0, 3, (rows,), generator=generator))
+    write_teacher(store, MNLI, predictions={"train": predictions}, train_fingerprint="synthetic", details={}, save_model=None)
+    return predictions
+
+
+@pytest.fixture(scope="module")
+def large_store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("large-store")
+    return store, write_large_teacher(store)
+
+
+def resident_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="resident memory is read from Linux's /proc")
+def test_a_million_row_store_is_mapped_not_read(large_store):
+    store, written = large_store
+    train_ids = torch.arange(MILLION)
+    size = written.outputs.nbytes  # 12 MB: large enough that a copy could not hide in noise
+    before = resident_bytes()
+    outputs = read_teacher(store, MNLI, train_ids, "synthetic")
+    opened = resident_bytes()
+    assert opened - before < size // 4, f"opening grew resident memory by {(opened - before) >> 20} MB for {size >> 20} MB of outputs"
+    assert str((store / "mnli" / "train.safetensors").resolve()) in Path("/proc/self/maps").read_text()
+    # Not vacuous: reading every value brings the mapped pages in, and they are the written ones.
+    assert torch.equal(outputs, written.outputs)
+    assert resident_bytes() - opened > size // 2
+
+
+def test_corrupted_or_truncated_copies_of_a_large_store_are_refused(large_store, tmp_path):
+    store, _ = large_store
+    flipped, truncated = tmp_path / "flipped", tmp_path / "truncated"
+    for copy in (flipped, truncated):
+        shutil.copytree(store, copy)
+    with (flipped / "mnli" / "train.safetensors").open("r+b") as handle:
+        handle.seek(handle.seek(0, 2) // 2)  # inside the outputs
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with (truncated / "mnli" / "train.safetensors").open("r+b") as handle:
+        handle.truncate(handle.seek(0, 2) - 4096)
+    for copy in (flipped, truncated):
+        path = copy / "mnli" / "train.safetensors"
+        with pytest.raises(BamError) as refused:
+            read_teacher(copy, MNLI, torch.arange(MILLION), "synthetic")
+        assert str(refused.value) == f"{path}: checksum does not match the manifest (corrupted or truncated)"
