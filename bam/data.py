@@ -4,19 +4,34 @@ Every split becomes a Dataset with the columns `id` (a stable integer: the
 example's row in its file or hub split), `text_a`, `text_b` and `label` (a
 class index, or a regression target scaled to [0, 1]). Data comes from a local
 folder in GLUE's TSV layout when one is given, otherwise from the hub.
+
+Tokenized splits are cached on disk, so another seed, the student after the
+teachers, or a sweep's many runs do not tokenize the same data again. The cache
+lives in `$BAM_CACHE_DIR` if set, else `$XDG_CACHE_HOME/bam` or `~/.cache/bam`;
+`BAM_CACHE_DIR=off` turns it off. An entry, `tokenized/<key>/` (a
+`datasets.Dataset.save_to_disk` folder, read back memory-mapped), is keyed by
+the tokenizer's content (not its path), the max length, the split's data
+fingerprint, the library versions and `TOKENIZE_VERSION`. It is written under a
+hidden `.<key>.<random>.partial` name and renamed into place, so processes that
+write the same entry at once all succeed and a killed one leaves only a hidden
+folder that is never read. The cache folder can be deleted at any time.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.metadata
 import json
 import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
+from datasets.fingerprint import Hasher
 
 from bam.config import TaskSpec
 from bam.errors import BamError
@@ -189,6 +204,81 @@ def tokenize(dataset: datasets.Dataset, tokenizer, max_length: int) -> datasets.
     return dataset.map(encode, batched=True, batch_size=1000)
 
 
+# Bump whenever `tokenize` changes what it returns, so cache entries written by the old code are not used.
+TOKENIZE_VERSION = 1
+
+
+def cache_directory() -> Path | None:
+    """The tokenization cache folder (see the module docstring), or None when BAM_CACHE_DIR=off."""
+    chosen = os.environ.get("BAM_CACHE_DIR")
+    if chosen == "off":
+        return None
+    if chosen:
+        return Path(chosen).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "bam"
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """A hash of everything that decides what `tokenize` gets from this tokenizer, wherever it was loaded from."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        # No Rust tokenizer to serialize: the datasets library's hash of the whole object (it includes the folder path).
+        content = Hasher.hash(tokenizer)
+    else:
+        settings = json.loads(backend.to_str())
+        # Every call sets truncation and padding on the backend: they record the last call, not the tokenizer.
+        settings.pop("truncation", None)
+        settings.pop("padding", None)
+        content = json.dumps(settings, sort_keys=True, ensure_ascii=False)
+    described = json.dumps(
+        [type(tokenizer).__module__, type(tokenizer).__qualname__, tokenizer.truncation_side, list(tokenizer.model_input_names), content]
+    )
+    return hashlib.sha256(described.encode()).hexdigest()
+
+
+def _cached_tokenize(
+    dataset: datasets.Dataset, data_fingerprint: str, tokenizer, tokenizer_hash: str, max_length: int, cache: Path
+) -> datasets.Dataset:
+    """`tokenize(dataset, ...)`, read from the cache when an entry exists, otherwise computed and stored there."""
+    key = {
+        "tokenize_version": TOKENIZE_VERSION,
+        "tokenizer": tokenizer_hash,
+        "max_length": max_length,
+        "data": data_fingerprint,
+        # A new release may tokenize differently or store differently; an upgrade simply starts new entries.
+        "versions": {name: importlib.metadata.version(name) for name in ("transformers", "tokenizers", "datasets")},
+    }
+    entry = cache / "tokenized" / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    if not entry.is_dir():
+        about = {**key, "tokenizer_name": str(tokenizer.name_or_path), "rows": len(dataset)}  # for a person looking at the cache
+        _store(tokenize(dataset, tokenizer, max_length), entry, about)
+    try:
+        return datasets.Dataset.load_from_disk(str(entry))
+    except (OSError, ValueError) as error:
+        raise BamError(f"{entry}: unreadable tokenization cache entry ({error}); delete it, or set BAM_CACHE_DIR=off") from None
+
+
+def _store(tokenized: datasets.Dataset, entry: Path, about: dict) -> None:
+    """Write `entry` so that it appears complete or not at all."""
+    # A folder of our own, not `atomic_directory`'s fixed `.NAME.partial`: two processes (two DDP ranks, two sweep
+    # workers) may write the same entry at once, and must not delete or fill each other's half-written folder.
+    partial = entry.parent / f".{entry.name}.{uuid.uuid4().hex}.partial"
+    try:
+        partial.mkdir(parents=True)
+        tokenized.save_to_disk(str(partial))
+        (partial / "key.json").write_text(json.dumps(about, indent=2) + "\n", encoding="utf-8")
+        os.rename(partial, entry)  # fails, leaving the other in place, if another process renamed its copy first
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        if entry.is_dir():
+            return  # another process finished the same entry first, with the same contents
+        reason = error.strerror or error
+        raise BamError(f"{entry.parent}: cannot write the tokenization cache ({reason}); set BAM_CACHE_DIR to another folder or to off") from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Shuffled batches of similar-length examples, so padding stays small but order stays random.
 
@@ -206,11 +296,20 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.
 
 
 def load_tokenized(task: Task, data_dir: Path | None, tokenizer, max_length: int) -> tuple[TaskData, str]:
-    """One task's splits, tokenized, with the fingerprint of its training data."""
+    """One task's splits, tokenized (through the cache unless it is off), with the fingerprint of its training data."""
     data = load_task(task, data_dir)
+    cache = cache_directory()
+    tokenizer_hash = tokenizer_identity(tokenizer) if cache is not None else None
+
+    def prepare(dataset: datasets.Dataset, data_fingerprint: str) -> datasets.Dataset:
+        if cache is None:
+            return tokenize(dataset, tokenizer, max_length)
+        return _cached_tokenize(dataset, data_fingerprint, tokenizer, tokenizer_hash, max_length, cache)
+
+    train_fingerprint = fingerprint(data.train)
     tokenized = TaskData(
         task,
-        tokenize(data.train, tokenizer, max_length),
-        {split: tokenize(dataset, tokenizer, max_length) for split, dataset in data.dev.items()},
+        prepare(data.train, train_fingerprint),
+        {split: prepare(dataset, fingerprint(dataset)) for split, dataset in data.dev.items()},
     )
-    return tokenized, fingerprint(data.train)
+    return tokenized, train_fingerprint

@@ -49,3 +49,9 @@ def write_recipe(folder: Path, model: Path, body: str = "") -> Path:
 @pytest.fixture
 def tiny_recipe(tmp_path, tiny_model) -> Path:
     return write_recipe(tmp_path, tiny_model)
+
+
+@pytest.fixture(autouse=True)
+def tokenization_cache(tmp_path_factory, monkeypatch):
+    """Tests share one throwaway tokenization cache, never the user's ~/.cache/bam."""
+    monkeypatch.setenv("BAM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "bam-cache"))

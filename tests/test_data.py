@@ -1,11 +1,18 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from transformers import AutoTokenizer
 
+import bam.data
 from bam.config import Recipe
-from bam.data import column, fingerprint, length_grouped_batches, load_task, read_delimited
+from bam.data import (
+    cache_directory, column, fingerprint, length_grouped_batches, load_task, load_tokenized, read_delimited,
+    tokenizer_identity,
+)  # fmt: skip
 from bam.errors import BamError
+from bam.model import load_tokenizer
 from bam.tasks import resolve
 
 from conftest import GLUE_FIXTURE
@@ -152,3 +159,158 @@ def test_a_task_without_text_columns_is_refused(tmp_path):
     spec = TaskSpec(labels=("a", "b"), local=LocalFiles(folder="X", label_column="tag"))
     with pytest.raises(BamError, match="`local.text_columns` must name one or two columns"):
         read_delimited(tmp_path / "train.tsv", spec)
+
+
+# The tokenization cache. Every test points BAM_CACHE_DIR at its own folder, never at the real ~/.cache.
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("BAM_CACHE_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def tokenizer(tiny_model):
+    return load_tokenizer(str(tiny_model))
+
+
+def entries(cache):
+    """The finished cache entries (hidden `.partial` folders excluded)."""
+    folder = cache / "tokenized"
+    return sorted(path.name for path in folder.iterdir() if not path.name.startswith(".")) if folder.is_dir() else []
+
+
+def as_rows(data):
+    """Every split's features and values, for comparing two loads."""
+    return {split: (dataset.features, dataset.to_dict()) for split, dataset in {"train": data.train, **data.dev}.items()}
+
+
+def forbid_tokenizing(monkeypatch):
+    def refuse(*arguments, **options):
+        raise AssertionError("tokenized although the cache holds this split")
+
+    monkeypatch.setattr(bam.data, "tokenize", refuse)
+
+
+@pytest.mark.parametrize("name", ["rte", "cola"])  # a pair task and a single-sentence one (text_b is None)
+def test_cached_splits_equal_uncached_ones(cache, tokenizer, monkeypatch, name):
+    first, first_fingerprint = load_tokenized(task(name), GLUE_FIXTURE, tokenizer, 32)
+    second, second_fingerprint = load_tokenized(task(name), GLUE_FIXTURE, tokenizer, 32)
+    monkeypatch.setenv("BAM_CACHE_DIR", "off")
+    uncached, uncached_fingerprint = load_tokenized(task(name), GLUE_FIXTURE, tokenizer, 32)
+    assert first_fingerprint == second_fingerprint == uncached_fingerprint == fingerprint(load_task(task(name), GLUE_FIXTURE).train)
+    expected = as_rows(uncached)
+    assert set(expected["train"][1]) == {"id", "text_a", "text_b", "label", "input_ids", "token_type_ids", "attention_mask", "length"}
+    assert as_rows(first) == expected and as_rows(second) == expected
+
+
+def test_second_load_reads_the_cache_and_does_not_tokenize(cache, tokenizer, monkeypatch):
+    load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
+    assert len(entries(cache)) == 2  # train and dev
+    forbid_tokenizing(monkeypatch)
+    data, _ = load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
+    assert len(entries(cache)) == 2
+    # Memory-mapped from the entry's arrow file, not a copy in memory.
+    assert all(file["filename"].startswith(str(cache / "tokenized")) for file in data.train.cache_files)
+
+
+def test_the_same_tokenizer_from_another_folder_shares_entries(cache, tiny_model, tmp_path, monkeypatch):
+    load_tokenized(task("rte"), GLUE_FIXTURE, load_tokenizer(str(tiny_model)), 32)
+    shutil.copytree(tiny_model, tmp_path / "copy")
+    forbid_tokenizing(monkeypatch)
+    load_tokenized(task("rte"), GLUE_FIXTURE, load_tokenizer(str(tmp_path / "copy")), 32)
+    assert len(entries(cache)) == 2
+
+
+def test_max_length_data_and_tokenizer_each_get_their_own_entry(cache, tiny_model, tmp_path):
+    tokenizer = load_tokenizer(str(tiny_model))
+    load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
+    assert len(entries(cache)) == 2
+    load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 16)
+    assert len(entries(cache)) == 4
+    cased = AutoTokenizer.from_pretrained(tiny_model, do_lower_case=False)
+    assert tokenizer_identity(cased) != tokenizer_identity(tokenizer)
+    load_tokenized(task("rte"), GLUE_FIXTURE, cased, 32)
+    assert len(entries(cache)) == 6
+    shutil.copytree(GLUE_FIXTURE / "RTE", tmp_path / "RTE")
+    path = tmp_path / "RTE" / "train.tsv"
+    path.write_text(path.read_text().replace("\tnot_entailment\n", "\tentailment\n", 1))
+    changed, _ = load_tokenized(task("rte"), tmp_path, tokenizer, 32)
+    assert len(entries(cache)) == 7  # a new entry for the changed train split; dev is unchanged
+    assert changed.train.to_dict() == load_tokenized(task("rte"), tmp_path, tokenizer, 32)[0].train.to_dict()
+
+
+def test_tokenizer_identity_ignores_the_truncation_left_by_the_last_call(tokenizer):
+    before = tokenizer_identity(tokenizer)
+    tokenizer(["the cat", "a dog"], ["sleeps", "runs"], truncation=True, max_length=5, padding=True)
+    assert tokenizer_identity(tokenizer) == before
+
+
+def test_a_half_written_entry_left_by_a_killed_process_is_ignored_and_redone(cache, tokenizer):
+    expected = as_rows(load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)[0])
+    # Turn both finished entries into what a killed writer leaves: a hidden folder missing its last files.
+    for name in entries(cache):
+        left = cache / "tokenized" / f".{name}.0123456789abcdef.partial"
+        (cache / "tokenized" / name).rename(left)
+        (left / "state.json").unlink()
+    again = load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)[0]
+    assert as_rows(again) == expected and len(entries(cache)) == 2
+
+
+def test_a_failed_write_leaves_nothing_behind(cache, tokenizer, monkeypatch):
+    def full_disk(self, path, **options):
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bam.data.datasets.Dataset, "save_to_disk", full_disk)
+    with pytest.raises(BamError, match=r"cannot write the tokenization cache \(No space left on device\); set BAM_CACHE_DIR"):
+        load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
+    assert list((cache / "tokenized").iterdir()) == []
+
+
+def test_another_process_finishing_the_same_entry_first_is_harmless(cache, tokenizer, monkeypatch):
+    real_tokenize = bam.data.tokenize
+    raced = []
+
+    def other_process_finishes_first(dataset, tokenizer, max_length):
+        if not raced:  # while this process tokenizes its first split, "another" writes every entry of the task
+            raced.append(True)
+            load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, max_length)
+        return real_tokenize(dataset, tokenizer, max_length)
+
+    monkeypatch.setattr(bam.data, "tokenize", other_process_finishes_first)
+    data, _ = load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
+    assert raced and len(entries(cache)) == 2
+    assert [path.name for path in (cache / "tokenized").iterdir() if path.name.startswith(".")] == []
+    monkeypatch.setenv("BAM_CACHE_DIR", "off")
+    monkeypatch.setattr(bam.data, "tokenize", real_tokenize)
+    assert as_rows(data) == as_rows(load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)[0])
+
+
+def test_cache_off_writes_nothing(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setenv("BAM_CACHE_DIR", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_directory() is None
+    data, _ = load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
+    assert data.train.cache_files == [] and list(tmp_path.iterdir()) == []
+
+
+def test_cache_folder_comes_from_bam_cache_dir_then_xdg_then_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("BAM_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert cache_directory() == tmp_path / "home" / ".cache" / "bam"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_directory() == tmp_path / "xdg" / "bam"
+    monkeypatch.setenv("BAM_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_directory() == tmp_path / "mine"
+
+
+def test_an_unwritable_cache_folder_is_named(tmp_path, tokenizer, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("BAM_CACHE_DIR", str(tmp_path / "file"))
+    with pytest.raises(BamError, match=r"file/tokenized: cannot write the tokenization cache .*set BAM_CACHE_DIR to another folder or to off"):
+        load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
