@@ -4,11 +4,13 @@ build (data, teacher outputs, encoder with a head per task) -> train (targets
 `lambda * gold + (1 - lambda) * teacher`, lambda per `student.anneal`) ->
 evaluate (every task's dev metrics) -> save (a run directory with
 metrics.json, config.json, run.json, the dev predictions and the model,
-renamed into place when complete).
+renamed into place when complete). Training checkpoints sit beside the run
+directory until it is written, so the same command after a kill resumes.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -16,12 +18,14 @@ import torch
 
 from bam import metrics
 from bam.config import Recipe, to_dict
+from bam.checkpoints import Checkpointing, checkpoint_folder, remove_checkpoints, run_key
 from bam.data import column, load_tokenized
 from bam.files import atomic_directory, check_writable, code_fingerprint, write_json
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
-from bam.teacher_store import Predictions, read_teacher, write_predictions, write_teacher
-from bam.training import ProgressCallback, evaluate, fit, predict, seed_everything
+from bam.teacher_store import Predictions, read_manifest, read_teacher, write_predictions, write_teacher
+from bam.teachers import teacher_details
+from bam.training import ProgressCallback, accelerator, evaluate, fit, predict, seed_everything
 
 
 def distill(
@@ -45,13 +49,16 @@ def distill(
     tokenizer = load_tokenizer(recipe.model)
     prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
     train_sets = {data.task.name: data.train for data, _ in prepared}
-    teacher_outputs = None
+    teacher_outputs, teacher_checksums = None, {}
     if config.anneal != "none":
         teacher_outputs = {
             data.task.name: read_teacher(teacher_store, data.task, torch.as_tensor(column(data.train, "id")), train_fingerprint)
             for data, train_fingerprint in prepared
         }
+        teacher_checksums = {task.name: read_manifest(teacher_store, task.name)["files"]["train"]["sha256"] for task in tasks}
     check_writable(out)
+    fingerprints = {data.task.name: train_fingerprint for data, train_fingerprint in prepared}
+    checkpointing = Checkpointing(checkpoint_folder(out), recipe.checkpoint_every, run_key(to_dict(recipe), fingerprints, teacher_checksums))
     seed_everything(recipe.seed)
     encoder = load_encoder(recipe.model)
     model = MultiTaskModel(encoder, tasks, recipe.pooling)
@@ -60,7 +67,7 @@ def distill(
     fit(
         model, tasks, train_sets, tokenizer, config,
         precision=recipe.precision, seed=recipe.seed, teacher_outputs=teacher_outputs,
-        anneal=config.anneal, teacher_weight=config.teacher_weight, progress=progress,
+        anneal=config.anneal, teacher_weight=config.teacher_weight, progress=progress, checkpointing=checkpointing,
     )  # fmt: skip
 
     # evaluate
@@ -71,23 +78,31 @@ def distill(
         for split, split_outputs in outputs.items():
             dev_predictions[f"{data.task.name}.{split}"] = Predictions.of(data.dev[split], split_outputs)
     results = metrics.summarize(per_task)
+    train_predictions = {}
+    if save_teacher_store:
+        predict_train = functools.partial(predict, model, tokenizer=tokenizer, **predict_options)
+        train_predictions = {data.task.name: Predictions.of(data.train, predict_train(data.task, data.train)) for data, _ in prepared}
 
-    # save
-    with atomic_directory(out) as partial:
-        model.save(partial / "model", tokenizer)
-        (partial / "predictions").mkdir()
-        for name, split_predictions in dev_predictions.items():
-            write_predictions(partial / "predictions" / f"{name}.safetensors", split_predictions)
-        if save_teacher_store:
+    # save (one process writes; with several, the others wait for it)
+    if accelerator().is_main_process:
+        with atomic_directory(out) as partial:
+            model.save(partial / "model", tokenizer)
+            (partial / "predictions").mkdir()
+            for name, split_predictions in dev_predictions.items():
+                write_predictions(partial / "predictions" / f"{name}.safetensors", split_predictions)
             # This student as a teacher for another (BAM's Multi->Multi): its outputs on every training set.
-            for data, train_fingerprint in prepared:
-                train_predictions = Predictions.of(data.train, predict(model, data.task, data.train, tokenizer, **predict_options))
-                split_predictions = {"train": train_predictions, **{split: dev_predictions[f"{data.task.name}.{split}"] for split in data.dev}}
-                details = {"model": recipe.model, "seed": recipe.seed, "dev_metrics": results["tasks"][data.task.name], "recipe": to_dict(recipe)}
+            for data, train_fingerprint in prepared if save_teacher_store else []:
+                split_predictions = {"train": train_predictions[data.task.name], **{split: dev_predictions[f"{data.task.name}.{split}"] for split in data.dev}}
+                details = teacher_details(recipe, results["tasks"][data.task.name], started)
                 write_teacher(partial / "teachers", data.task, predictions=split_predictions, train_fingerprint=train_fingerprint, details=details, save_model=None)
-        sources = {"data_dir": str(data_dir) if data_dir else "hub", "teacher_store": str(teacher_store) if teacher_outputs else None}
-        write_json(partial / "config.json", {**to_dict(recipe), **sources})
-        about = {"wall_seconds": time.perf_counter() - started, "code": code_fingerprint(), "threads": torch.get_num_threads()}
-        write_json(partial / "run.json", about)
-        write_json(partial / "metrics.json", results)
+            sources = {"data_dir": str(data_dir) if data_dir else "hub", "teacher_store": str(teacher_store) if teacher_outputs else None}
+            write_json(partial / "config.json", {**to_dict(recipe), **sources})
+            about = {
+                "wall_seconds": time.perf_counter() - started, "code": code_fingerprint(),
+                "threads": torch.get_num_threads(), "processes": accelerator().num_processes,
+            }  # fmt: skip
+            write_json(partial / "run.json", about)
+            write_json(partial / "metrics.json", results)
+        remove_checkpoints(out)
+    accelerator().wait_for_everyone()
     return results

@@ -4,6 +4,8 @@ For each task: build (data, encoder, head) -> train (gold labels) -> evaluate
 (dev metrics) -> save (the model, and its outputs on the FULL training set and
 on dev into the teacher store, with a manifest the student checks). All data
 is read before any training, so a bad file stops the run before it starts.
+Training checkpoints sit beside the store's task folder until it is written,
+so the same command after a kill resumes instead of starting again.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import torch
 
 from bam import metrics
 from bam.config import Recipe, to_dict
+from bam.checkpoints import Checkpointing, checkpoint_folder, remove_checkpoints, run_key
 from bam.data import TaskData, load_tokenized
 from bam.files import check_writable, code_fingerprint
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
 from bam.teacher_store import Predictions, write_teacher
-from bam.training import ProgressCallback, evaluate, fit, predict, seed_everything
+from bam.training import ProgressCallback, accelerator, evaluate, fit, predict, seed_everything
 
 
 def train_teacher(
@@ -36,35 +39,46 @@ def train_teacher(
     encoder = load_encoder(recipe.model)
     model = MultiTaskModel(encoder, [task], recipe.pooling)
 
-    # train
-    fit(model, [task], {task.name: data.train}, tokenizer, recipe.teacher, precision=recipe.precision, seed=recipe.seed, progress=progress)
+    # train (resuming from this teacher's checkpoint if an earlier run was killed)
+    final = store / task.name
+    checkpointing = Checkpointing(checkpoint_folder(final), recipe.checkpoint_every, run_key(to_dict(recipe), task.name, train_fingerprint))
+    fit(
+        model, [task], {task.name: data.train}, tokenizer, recipe.teacher,
+        precision=recipe.precision, seed=recipe.seed, progress=progress, checkpointing=checkpointing,
+    )  # fmt: skip
 
     # evaluate
     predict_options = {"precision": recipe.precision, "batch_size": recipe.eval_batch_size}
     dev_outputs, dev_metrics = evaluate(model, task, data.dev, tokenizer, **predict_options)
     train_outputs = predict(model, task, data.train, tokenizer, **predict_options)
 
-    # save
+    # save (one process writes; with several, the others wait for it)
     predictions = {"train": Predictions.of(data.train, train_outputs)}
     predictions.update({split: Predictions.of(data.dev[split], outputs) for split, outputs in dev_outputs.items()})
-    write_teacher(
-        store,
-        task,
-        predictions=predictions,
-        train_fingerprint=train_fingerprint,
-        details={
-            "model": recipe.model,
-            "seed": recipe.seed,
-            "dev_metrics": {**dev_metrics, "score": metrics.task_score(dev_metrics)},
-            "recipe": to_dict(recipe),
-            "wall_seconds": time.perf_counter() - started,
-            "code": code_fingerprint(),
-            "threads": torch.get_num_threads(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        },
-        save_model=lambda folder: model.save(folder, tokenizer),
-    )
+    if accelerator().is_main_process:
+        write_teacher(
+            store, task, predictions=predictions, train_fingerprint=train_fingerprint,
+            details=teacher_details(recipe, {**dev_metrics, "score": metrics.task_score(dev_metrics)}, started),
+            save_model=lambda folder: model.save(folder, tokenizer),
+        )  # fmt: skip
+        remove_checkpoints(final)
+    accelerator().wait_for_everyone()
     return dev_metrics
+
+
+def teacher_details(recipe: Recipe, dev_metrics: dict, started: float) -> dict:
+    """The manifest entries that say where a teacher came from (also used when a student serves as teacher)."""
+    return {
+        "model": recipe.model,
+        "seed": recipe.seed,
+        "dev_metrics": dev_metrics,
+        "recipe": to_dict(recipe),
+        "wall_seconds": time.perf_counter() - started,
+        "code": code_fingerprint(),
+        "threads": torch.get_num_threads(),
+        "processes": accelerator().num_processes,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def train_teachers(

@@ -4,12 +4,24 @@ A teacher is trained by `fit` on one task with gold targets only; the student
 by the same `fit` on all tasks, with each batch's target blended from gold
 labels and cached teacher outputs by `bam.distillation`. The loop: pick a task
 (|D|^alpha), take its next length-grouped batch, build targets, step AdamW
-with warm-up, linear decay and clipping.
+with warm-up, linear decay and clipping; checkpoint every N steps.
+
+Devices and processes go through `accelerate`: the same code runs on a CPU, a
+GPU, or several processes launched by `accelerate launch` / `torchrun` (DDP).
+With several processes each global batch is split between them and the loss
+scaled so that the averaged gradient is the one of the whole batch: the run
+matches a single-process run with the same batch size. Mixed precision is
+torch autocast chosen per run (`bam.hardware.resolve_precision`), not
+accelerate's, because accelerate fixes one precision per process and a test
+or benchmark process trains in several.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -19,6 +31,7 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from bam.checkpoints import Checkpointing, latest_checkpoint, load_checkpoint, save_checkpoint
 from bam.config import TrainConfig
 from bam.data import column, length_grouped_batches
 from bam.distillation import blend, gold_weight
@@ -32,13 +45,16 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @dataclass
 class StepReport:
-    """What the progress display shows after each step."""
+    """What the progress display shows after each step; token counts are cumulative over the run."""
 
     step: int
     total_steps: int
     loss: float
     gold_weight: float
     examples_per_second: float
+    examples: int = 0  # examples trained on so far, all processes
+    tokens: int = 0  # real (non-padding) tokens trained on so far, all processes
+    padded_tokens: int = 0  # tokens including padding, all processes
 
 
 ProgressCallback = Callable[[StepReport], None]
@@ -62,8 +78,20 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+@functools.cache
+def accelerator():
+    """This process's `accelerate.Accelerator`: its device, and DDP when launched as several processes."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # Each step trains one task's head, so the other heads get no gradient: DDP must expect that.
+    unused_heads = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # Without cpu=True accelerate ignores a multi-process launch on a machine without GPUs, and
+    # every process would train alone on all the data.
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[unused_heads])
+
+
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return accelerator().device
 
 
 def autocast(precision: str, on: torch.device):
@@ -81,6 +109,27 @@ def collate(dataset, indices: np.ndarray, tokenizer, on: torch.device) -> tuple[
     return {name: tensor.to(on) for name, tensor in padded.items()}, torch.as_tensor(np.asarray(rows["label"]))
 
 
+def process_share(indices: np.ndarray, process: int, processes: int) -> tuple[np.ndarray, float]:
+    """This process's part of a global batch, and the factor that makes its mean loss count as its share.
+
+    DDP averages gradients over processes, so scaling each process's mean loss by
+    processes * len(part) / len(batch) gives the gradient of the whole batch's
+    mean loss, even when the parts differ in size. A process left without
+    examples trains on one with weight 0, because DDP needs every process to
+    take part in each step.
+    """
+    part = np.array_split(indices, processes)[process]
+    if len(part) == 0:
+        return indices[:1], 0.0
+    return part, processes * len(part) / len(indices)
+
+
+def _run_key(checkpointing: Checkpointing, processes: int) -> Checkpointing:
+    # A checkpoint from a run with another process count splits batches differently: never resume it.
+    key = hashlib.sha256(json.dumps([checkpointing.key, processes]).encode()).hexdigest()
+    return Checkpointing(checkpointing.folder, checkpointing.every, key)
+
+
 def fit(
     model: MultiTaskModel,
     tasks: list[Task],
@@ -94,65 +143,116 @@ def fit(
     anneal: str = "none",
     teacher_weight: float = 0.5,
     progress: ProgressCallback | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> None:
     """Train `model` in place on `tasks` for `config.epochs` passes over their training sets.
 
     With `teacher_outputs` (task name -> one row per training example, in
     dataset order) targets are blended with the teacher according to `anneal`;
-    without, they are the gold labels.
+    without, they are the gold labels. With `checkpointing`, the run resumes
+    from its newest checkpoint and saves one every `checkpointing.every` steps
+    and at the end, so that a run killed during prediction need not train again.
     """
-    on = device()
+    engine = accelerator()
+    on = engine.device
     model.to(on).train()
     rng = np.random.default_rng(seed)
     sizes = [len(train_sets[task.name]) for task in tasks]
     steps = total_steps(sizes, config.batch_size, config.epochs)
     schedule = task_schedule(sizes, config.task_sampling_alpha, steps, rng)
+    lengths = {task.name: column(train_sets[task.name], "length") for task in tasks}
     batches = [
-        endless_batches(lambda lengths=column(train_sets[task.name], "length"): length_grouped_batches(lengths, config.batch_size, rng))
+        endless_batches(lambda task_lengths=lengths[task.name]: length_grouped_batches(task_lengths, config.batch_size, rng))
         for task in tasks
     ]
     optimizer = torch.optim.AdamW(
         parameter_groups(model, config.learning_rate, config.layerwise_lr_decay, config.weight_decay), lr=config.learning_rate
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * steps), steps)
-    started, examples = time.perf_counter(), 0
-    for step in range(steps):
+
+    first_step = 0
+    if checkpointing is not None:
+        checkpointing = _run_key(checkpointing, engine.num_processes)
+        found = latest_checkpoint(checkpointing)
+        if found is not None:
+            first_step, random_states = load_checkpoint(found, model, optimizer, scheduler)
+            torch.set_rng_state(random_states[engine.process_index])
+            # The data position: batch order depends only on the seed, so replay it without training.
+            for step in range(first_step):
+                next(batches[schedule[step]])
+
+    trained, optimizer = engine.prepare(model, optimizer)
+    started, examples, tokens, padded_tokens = time.perf_counter(), 0, 0, 0
+    for step in range(first_step, steps):
         task = tasks[schedule[step]]
         indices = next(batches[schedule[step]])
-        dataset = train_sets[task.name]
-        inputs, labels = collate(dataset, indices, tokenizer, on)
+        share, loss_scale = process_share(indices, engine.process_index, engine.num_processes)
+        inputs, labels = collate(train_sets[task.name], share, tokenizer, on)
         targets = task.kind.gold_targets(labels, task.spec).to(on)
         weight = 1.0
         if teacher_outputs is not None:
             weight = gold_weight(anneal, step, steps, teacher_weight)
-            teacher = task.kind.teacher_targets(teacher_outputs[task.name][torch.as_tensor(indices)]).to(on)
+            teacher = task.kind.teacher_targets(teacher_outputs[task.name][torch.as_tensor(share)]).to(on)
             targets = blend(targets, teacher, weight)
         with autocast(precision, on):
-            outputs = model(task.name, inputs)
+            outputs = trained(task.name, inputs)
         loss = task.kind.loss(outputs, targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        engine.backward(loss * loss_scale)
+        engine.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         examples += len(indices)
+        batch_lengths = lengths[task.name][indices]
+        tokens += int(batch_lengths.sum())
+        padded_tokens += int(batch_lengths.max()) * len(indices)
         if progress is not None:
             rate = examples / max(time.perf_counter() - started, 1e-9)
-            progress(StepReport(step + 1, steps, loss.item(), weight, rate))
+            progress(StepReport(step + 1, steps, loss.item(), weight, rate, examples, tokens, padded_tokens))
+        if checkpointing is not None and checkpointing.every and (step + 1) % checkpointing.every == 0 and step + 1 < steps:
+            _checkpoint(checkpointing, step + 1, model, optimizer, scheduler)
+    if checkpointing is not None and first_step < steps:
+        _checkpoint(checkpointing, steps, model, optimizer, scheduler)
+    engine.free_memory()  # accelerate keeps every prepared model alive otherwise; a sweep worker trains many
+
+
+def _checkpoint(checkpointing: Checkpointing, step: int, model, optimizer, scheduler) -> None:
+    engine = accelerator()
+    random_states = gather(torch.get_rng_state())
+    if engine.is_main_process:
+        save_checkpoint(checkpointing, step, model, optimizer.optimizer, scheduler, random_states)
+    engine.wait_for_everyone()
+
+
+def gather(value) -> list:
+    """`value` from every process, in process order (just `[value]` with one process)."""
+    if accelerator().num_processes == 1:
+        return [value]
+    from accelerate.utils import gather_object
+
+    return gather_object([value])
 
 
 @torch.inference_mode()
 def predict(model: MultiTaskModel, task: Task, dataset, tokenizer, *, precision: str, batch_size: int) -> torch.Tensor:
-    """The head's raw outputs (logits, or the scaled value) for every row, in dataset order, as fp32."""
-    on = device()
+    """The head's raw outputs (logits, or the scaled value) for every row, in dataset order, as fp32.
+
+    With several processes each predicts every n-th batch and all get the full result.
+    """
+    engine = accelerator()
+    on = engine.device
     model.to(on).eval()
     # Longest first, so batches pad little and the biggest one comes early.
     order = np.argsort(-column(dataset, "length"), kind="stable")
-    outputs = torch.empty(len(dataset), task.output_size)
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    predicted = []
+    for indices in batches[engine.process_index :: engine.num_processes]:
         with autocast(precision, on):
-            outputs[torch.as_tensor(indices)] = model(task.name, collate(dataset, indices, tokenizer, on)[0]).float().cpu()
+            predicted.append((indices, model(task.name, collate(dataset, indices, tokenizer, on)[0]).float().cpu()))
+    outputs = torch.empty(len(dataset), task.output_size)
+    for part in gather(predicted):
+        for indices, values in part:
+            outputs[torch.as_tensor(indices)] = values
     model.train()
     return outputs
 

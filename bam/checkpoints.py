@@ -1,0 +1,90 @@
+"""Training checkpoints: a killed run, started again with the same command, ends with the same numbers.
+
+A checkpoint is everything the training loop needs to carry on as if it had
+never stopped: the model weights (safetensors), the optimizer and scheduler
+states and every process's torch random state (`state.pt`, read back with
+`torch.load(weights_only=True)`, so no arbitrary objects), and the step
+reached. The data position needs no saving: batch order is a pure function of
+the seed, so the loop replays it up to the step. Each checkpoint is written
+under a hidden name and renamed into place (`bam.files.atomic_directory`), and
+only the newest is kept. A checkpoint records a key describing its run
+(recipe, data, teachers, process count); one with another key is never resumed.
+
+Layout: <folder>/step-00000200/{model.safetensors, state.pt, checkpoint.json}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from bam.files import atomic_directory, write_json
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where a run keeps its checkpoints, how often, and what run they belong to."""
+
+    folder: Path
+    every: int  # optimizer steps between checkpoints; 0 keeps only the end-of-training one
+    key: str
+
+
+def run_key(recipe: dict, *identity) -> str:
+    """A key for checkpoints: the recipe settings, what is trained on (`identity`: tasks, data, teachers), the code."""
+    from bam.files import code_fingerprint
+
+    # The task list is part of `identity`; a teacher does not change when the recipe lists more tasks.
+    settings = {name: value for name, value in recipe.items() if name not in ("checkpoint_every", "tasks")}
+    return hashlib.sha256(json.dumps([settings, *identity, code_fingerprint()], sort_keys=True).encode()).hexdigest()
+
+
+def checkpoint_folder(final: Path) -> Path:
+    """The checkpoint folder of an output that will be written at `final`: a hidden sibling."""
+    return final.parent / f".{final.name}.checkpoints"
+
+
+def save_checkpoint(checkpointing: Checkpointing, step: int, model, optimizer, scheduler, random_states: list[torch.Tensor]) -> None:
+    """Write the checkpoint of `step` atomically, then delete older ones."""
+    name = f"step-{step:08d}"
+    with atomic_directory(checkpointing.folder / name) as partial:
+        save_model(model, str(partial / "model.safetensors"))
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "random_states": random_states}
+        torch.save(state, partial / "state.pt")
+        write_json(partial / "checkpoint.json", {"key": checkpointing.key, "step": step})
+    for older in checkpointing.folder.glob("step-*"):
+        if older.name != name:
+            shutil.rmtree(older, ignore_errors=True)
+
+
+def latest_checkpoint(checkpointing: Checkpointing) -> Path | None:
+    """The newest finished checkpoint of this run, or None (other runs' checkpoints are ignored)."""
+    for candidate in sorted(checkpointing.folder.glob("step-*"), reverse=True):
+        try:
+            about = json.loads((candidate / "checkpoint.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if about.get("key") == checkpointing.key:
+            return candidate
+    return None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[torch.Tensor]]:
+    """Restore model, optimizer and scheduler in place; returns the step reached and the random states."""
+    load_model(model, str(path / "model.safetensors"))
+    state = torch.load(path / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    step = json.loads((path / "checkpoint.json").read_text())["step"]
+    return step, state["random_states"]
+
+
+def remove_checkpoints(final: Path) -> None:
+    """Once the output at `final` is complete its checkpoints are no longer needed."""
+    shutil.rmtree(checkpoint_folder(final), ignore_errors=True)

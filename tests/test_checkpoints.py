@@ -1,0 +1,142 @@
+"""Exact resume: a stage killed with SIGKILL, then run again, ends with the numbers of an uninterrupted run.
+
+The kill happens in a child process at a chosen point (the n-th batch built
+during training, or during the prediction on the training set), through a
+patched `collate`: a real `kill -9`, not an exception. The second run is the
+ordinary stage function; it must pick up the checkpoint (its first reported
+step shows where it resumed) and end with byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from bam.checkpoints import Checkpointing, checkpoint_folder, latest_checkpoint, run_key, save_checkpoint
+from bam.config import load_recipe
+from bam.student import distill
+from bam.tasks import resolve
+from bam.teacher_store import read_predictions
+from bam.teachers import train_teachers
+from conftest import GLUE_FIXTURE
+
+# Runs a CLI command, SIGKILLing itself at a chosen batch: argv = when, count, threads, then the CLI arguments.
+# when = "training": at the count-th batch of training; "prediction": at the count-th batch of the
+# training-set prediction that follows evaluation.
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    import bam.teachers, bam.training
+    from bam.cli import main
+
+    when, count, arguments = sys.argv[1], int(sys.argv[2]), sys.argv[4:]
+    torch.set_num_threads(int(sys.argv[3]))
+    built, predicting = [0], [False]
+    original_collate, original_predict = bam.training.collate, bam.teachers.predict
+
+    def collate(*args, **kwargs):
+        if when == "training" or predicting[0]:
+            built[0] += 1
+            if built[0] == count:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return original_collate(*args, **kwargs)
+
+    def predict(*args, **kwargs):
+        predicting[0] = True
+        return original_predict(*args, **kwargs)
+
+    bam.training.collate = collate
+    bam.teachers.predict = predict
+    if when == "training":
+        bam.training.predict = lambda *args, **kwargs: sys.exit("training should have been killed before prediction")
+    main(arguments)
+    """
+)
+
+
+def _kill(when: str, count: int, *arguments) -> None:
+    # Same thread count as this process: results are bit-identical only per thread count.
+    command = [
+        sys.executable, "-c", KILLER, when, str(count), str(torch.get_num_threads()),
+        *map(str, arguments), "--data-dir", str(GLUE_FIXTURE), "--set", "checkpoint_every=3",
+    ]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == -9, finished.stderr[-2000:]
+
+
+def _recipe(path):
+    # The tiny recipe: 40 rows per task, batch 8, 2 epochs, so a teacher trains 10 steps (checkpoints at 3, 6, 9, 10).
+    return load_recipe(path, ["checkpoint_every=3"])
+
+
+def _teacher_outputs(store):
+    return read_predictions(store / "rte" / "train.safetensors").outputs.clone()
+
+
+@pytest.mark.parametrize(("when", "count", "resumed_from"), [("training", 5, 3), ("prediction", 2, None)])
+def test_killed_teacher_resumes_and_matches(tmp_path, tiny_recipe, when, count, resumed_from):
+    recipe = _recipe(tiny_recipe)
+    tasks = resolve(recipe, "rte")
+    uninterrupted = train_teachers(recipe, tasks, data_dir=GLUE_FIXTURE, store=tmp_path / "once")
+
+    store = tmp_path / "killed"
+    _kill(when, count, "train-teachers", tiny_recipe, "--tasks", "rte", "--out", store)
+    assert not (store / "rte").exists()  # nothing that looks finished
+    assert latest_checkpoint_step(checkpoint_folder(store / "rte")) == (3 if when == "training" else 10)
+
+    steps = []
+    resumed = train_teachers(recipe, tasks, data_dir=GLUE_FIXTURE, store=store, progress=lambda name: lambda report: steps.append(report.step))
+    if resumed_from is None:
+        assert steps == []  # training had finished: only prediction is redone
+    else:
+        assert steps[0] == resumed_from + 1 and steps[-1] == 10
+    assert resumed == uninterrupted
+    assert torch.equal(_teacher_outputs(store), _teacher_outputs(tmp_path / "once"))
+    assert not checkpoint_folder(store / "rte").exists()  # removed once the teacher is written
+
+
+def test_killed_student_resumes_and_matches(tmp_path, tiny_recipe):
+    recipe = _recipe(tiny_recipe)
+    tasks = resolve(recipe, None)
+    store = tmp_path / "teachers"
+    train_teachers(recipe, tasks, data_dir=GLUE_FIXTURE, store=store)
+    uninterrupted = distill(recipe, tasks, data_dir=GLUE_FIXTURE, teacher_store=store, out=tmp_path / "once")
+
+    out = tmp_path / "killed"
+    # 3 tasks x 40 rows x 2 epochs / 8 = 30 steps: killed at step 14, after the checkpoint of step 12.
+    _kill("training", 14, "distill", tiny_recipe, "--anneal", "linear", "--teachers", store, "--out", out)
+    assert not out.exists()
+
+    steps = []
+    resumed = distill(recipe, tasks, data_dir=GLUE_FIXTURE, teacher_store=store, out=out, progress=lambda report: steps.append(report.step))
+    assert steps[0] == 13 and steps[-1] == 30
+    assert resumed == uninterrupted
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((tmp_path / "once" / "metrics.json").read_text())
+    for once in (tmp_path / "once" / "predictions").iterdir():
+        assert torch.equal(read_predictions(out / "predictions" / once.name).outputs, read_predictions(once).outputs)
+
+
+def latest_checkpoint_step(folder) -> int | None:
+    steps = [json.loads((path / "checkpoint.json").read_text())["step"] for path in folder.glob("step-*")]
+    return max(steps) if steps else None
+
+
+def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    mine = Checkpointing(tmp_path, every=1, key=run_key({"seed": 0}, "rte", "data-a"))
+    save_checkpoint(mine, 4, model, optimizer, scheduler, [torch.get_rng_state()])
+    assert latest_checkpoint(mine).name == "step-00000004"
+    for other in (run_key({"seed": 1}, "rte", "data-a"), run_key({"seed": 0}, "rte", "data-b")):
+        assert latest_checkpoint(Checkpointing(tmp_path, every=1, key=other)) is None
+    # The checkpoint interval and the recipe's task list do not change what a run is.
+    assert run_key({"seed": 0, "checkpoint_every": 9, "tasks": ["rte", "mrpc"]}, "rte", "data-a") == mine.key
+    save_checkpoint(mine, 8, model, optimizer, scheduler, [torch.get_rng_state()])
+    assert [path.name for path in tmp_path.iterdir()] == ["step-00000008"]  # only the newest is kept

@@ -1,0 +1,83 @@
+"""The training loop's process split, and data-parallel training equal to one process with the same batch."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig
+
+from bam.config import load_recipe
+from bam.student import distill
+from bam.tasks import resolve
+from bam.teacher_store import read_predictions
+from bam.teachers import train_teachers
+from bam.training import process_share
+from conftest import GLUE_FIXTURE, write_recipe
+
+
+def test_process_share_splits_the_batch_and_weights_each_part_by_its_size():
+    batch = np.arange(5)
+    parts = [process_share(batch, process, 2) for process in range(2)]
+    assert [part.tolist() for part, _ in parts] == [[0, 1, 2], [3, 4]]
+    # DDP averages the two gradients: (3/5 * 2 * mean_0 + 2/5 * 2 * mean_1) / 2 is the mean over all 5.
+    assert [scale for _, scale in parts] == pytest.approx([6 / 5, 4 / 5])
+    assert process_share(batch, 0, 1)[0].tolist() == batch.tolist() and process_share(batch, 0, 1)[1] == 1.0
+
+
+def test_process_without_examples_takes_part_with_weight_zero():
+    part, scale = process_share(np.array([7]), 1, 2)
+    assert part.tolist() == [7] and scale == 0.0
+
+
+@pytest.fixture
+def recipe_without_dropout(tmp_path, tiny_model):
+    """The tiny model with dropout off: processes draw different dropout masks, which is noise, not a difference in the maths."""
+    folder = tmp_path / "no-dropout"
+    shutil.copytree(tiny_model, folder)
+    config = BertConfig.from_pretrained(folder)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(folder)
+    return write_recipe(tmp_path, folder)
+
+
+def _two_processes(*arguments) -> None:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "bam.cli", *map(str, arguments), "--data-dir", str(GLUE_FIXTURE),
+    ]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout[-3000:]
+
+
+def _largest_difference(first, second) -> float:
+    return (read_predictions(first).outputs - read_predictions(second).outputs).abs().max().item()
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, recipe_without_dropout):
+    recipe = load_recipe(recipe_without_dropout)
+    tasks = resolve(recipe, None)
+    train_teachers(recipe, tasks, data_dir=GLUE_FIXTURE, store=tmp_path / "one")
+    _two_processes("train-teachers", recipe_without_dropout, "--out", tmp_path / "two")
+    for task in ("rte", "stsb", "cola"):
+        assert _largest_difference(tmp_path / "one" / task / "train.safetensors", tmp_path / "two" / task / "train.safetensors") < 1e-5
+
+    # The student, distilled from the single-process teachers, once per way of running, and once with half the batch.
+    distill(recipe, tasks, data_dir=GLUE_FIXTURE, teacher_store=tmp_path / "one", out=tmp_path / "student-one")
+    _two_processes("distill", recipe_without_dropout, "--teachers", tmp_path / "one", "--out", tmp_path / "student-two")
+    half_batch = load_recipe(recipe_without_dropout, ["student.batch_size=4"])
+    distill(half_batch, tasks, data_dir=GLUE_FIXTURE, teacher_store=tmp_path / "one", out=tmp_path / "student-half")
+    for name in ("rte.dev", "stsb.dev", "cola.dev"):
+        one = tmp_path / "student-one" / "predictions" / f"{name}.safetensors"
+        assert _largest_difference(one, tmp_path / "student-two" / "predictions" / f"{name}.safetensors") < 1e-5
+        # The tolerance means something: a genuinely different run is far outside it.
+        assert _largest_difference(one, tmp_path / "student-half" / "predictions" / f"{name}.safetensors") > 1e-3
+    assert (tmp_path / "student-two" / "run.json").read_text().count('"processes": 2') == 1
+    assert torch.equal(
+        read_predictions(tmp_path / "student-one" / "predictions" / "rte.dev.safetensors").ids,
+        read_predictions(tmp_path / "student-two" / "predictions" / "rte.dev.safetensors").ids,
+    )
