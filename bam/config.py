@@ -103,6 +103,7 @@ class Recipe:
     precision: Literal["auto", "bf16", "fp32"] = setting("auto", "bf16 autocast or fp32; auto picks bf16 only where it is fast (CUDA, CPUs with usable AMX)")
     seed: int = setting(0, "seeds data order, initialisation and dropout; same seed, same metrics")
     eval_batch_size: int = setting(128, "examples per batch when predicting (no gradients, so larger)")
+    max_tokens_per_pass: int = setting(4096, "a batch with more padded tokens is trained in several passes whose gradients add up: same update, bounded memory")
     checkpoint_every: int = setting(200, "optimizer steps between resumable checkpoints (0: only one at the end of training)")
     teacher: TrainConfig = setting(TrainConfig(), "single-task teacher training")
     student: StudentConfig = setting(StudentConfig(), "multi-task student training")
@@ -237,6 +238,7 @@ def _ranges(recipe: Recipe):
     unit = (lambda value: 0 <= value <= 1, "between 0 and 1")
     yield "max_length", recipe.max_length, lambda value: value >= 8, "at least 8"
     yield "eval_batch_size", recipe.eval_batch_size, *positive
+    yield "max_tokens_per_pass", recipe.max_tokens_per_pass, lambda value: value >= 1, "at least 1"
     yield "checkpoint_every", recipe.checkpoint_every, lambda value: value >= 0, "at least 0"
     for section in ("teacher", "student"):
         config = getattr(recipe, section)

@@ -67,7 +67,8 @@ def distill(
     fit(
         model, tasks, train_sets, tokenizer, config,
         precision=recipe.precision, seed=recipe.seed, teacher_outputs=teacher_outputs,
-        anneal=config.anneal, teacher_weight=config.teacher_weight, progress=progress, checkpointing=checkpointing,
+        anneal=config.anneal, teacher_weight=config.teacher_weight, progress=progress,
+        checkpointing=checkpointing, max_tokens_per_pass=recipe.max_tokens_per_pass,
     )  # fmt: skip
 
     # evaluate

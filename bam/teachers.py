@@ -44,7 +44,8 @@ def train_teacher(
     checkpointing = Checkpointing(checkpoint_folder(final), recipe.checkpoint_every, run_key(to_dict(recipe), task.name, train_fingerprint))
     fit(
         model, [task], {task.name: data.train}, tokenizer, recipe.teacher,
-        precision=recipe.precision, seed=recipe.seed, progress=progress, checkpointing=checkpointing,
+        precision=recipe.precision, seed=recipe.seed, progress=progress,
+        checkpointing=checkpointing, max_tokens_per_pass=recipe.max_tokens_per_pass,
     )  # fmt: skip
 
     # evaluate

@@ -11,7 +11,8 @@ carry over). The first `--warmup` steps are not timed. Measured:
   longest), and with bf16=True;
 - bam's teacher training, bam's student training with `anneal = none` and
   with `anneal = linear` (teacher outputs read from a memory-mapped store),
-  alternated `--repeats` times because the two differ by little;
+  alternated `--repeats` times (the median run counts), and, because whole
+  runs vary by more than the two differ, the work `linear` adds timed alone;
 - bam's prediction (the teacher-output caching pass) on the training rows;
 - the glue-mini student's peak resident memory (all four tasks loaded, its
   batch of 128, teacher outputs from a store), and the time to open a
@@ -174,11 +175,41 @@ def measure_bam(options, anneal: str | None) -> dict:
         reports = []
         fit(
             model, [task], {task.name: data.train}, tokenizer, config, precision=options["precision"], seed=0,
-            teacher_outputs=teacher_outputs, anneal=anneal or "none", progress=lambda report: reports.append((time.perf_counter(), report)),
+            teacher_outputs=teacher_outputs, anneal=anneal or "none", max_tokens_per_pass=recipe.max_tokens_per_pass,
+            progress=lambda report: reports.append((time.perf_counter(), report)),
         )  # fmt: skip
     (started, first), (ended, last) = reports[options["warmup"] - 1], reports[-1]
     examples = last.examples - first.examples
     return _figures(examples / (ended - started), last.tokens - first.tokens, last.padded_tokens - first.padded_tokens, examples, model)
+
+
+def measure_distill_work(options, repeats: int = 200) -> dict:
+    """Seconds per step of what `anneal = linear` adds to a step: reading the batch's teacher rows, softmax, blend.
+
+    Whole-run throughput on this kind of machine moves by several percent between
+    identical runs, more than the overhead to be measured, so it is also timed on its own.
+    """
+    import numpy as np
+
+    from bam.data import column, length_grouped_batches
+    from bam.distillation import blend
+
+    torch.set_num_threads(options["threads"])
+    _, task, _, data, fingerprint = load_task_rows(options)
+    with tempfile.TemporaryDirectory() as scratch:
+        from bam.teacher_store import read_teacher
+
+        store = _teacher_store(Path(scratch), task, data, fingerprint, torch.Generator().manual_seed(0))
+        outputs = read_teacher(store, task, torch.as_tensor(column(data.train, "id")), fingerprint)
+        batches = length_grouped_batches(column(data.train, "length"), options["batch_size"], np.random.default_rng(0))
+        labels = torch.as_tensor(column(data.train, "label"))
+        started = time.perf_counter()
+        for step in range(repeats):
+            indices = torch.as_tensor(batches[step % len(batches)])
+            gold = task.kind.gold_targets(labels[indices], task.spec)
+            blend(gold, task.kind.teacher_targets(outputs[indices]), step / repeats)
+        seconds = (time.perf_counter() - started) / repeats
+    return {"seconds_per_step": seconds}
 
 
 def measure_prediction(options) -> dict:
@@ -234,7 +265,10 @@ def measure_glue_mini_memory(options) -> dict:
         seed_everything(0)
         model = MultiTaskModel(load_encoder(recipe.model), tasks, recipe.pooling)
         train_sets = {data.task.name: data.train for data, _ in prepared}
-        fit(model, tasks, train_sets, tokenizer, config, precision=options["precision"], seed=0, teacher_outputs=teacher_outputs, anneal="linear")
+        fit(
+            model, tasks, train_sets, tokenizer, config, precision=options["precision"], seed=0,
+            teacher_outputs=teacher_outputs, anneal="linear", max_tokens_per_pass=recipe.max_tokens_per_pass,
+        )  # fmt: skip
         for data, _ in prepared:
             evaluate(model, data.task, data.dev, tokenizer, precision=options["precision"], batch_size=recipe.eval_batch_size)
     return {"peak_rss_gb": peak_rss_gb(), "steps": steps, "tasks": [task.name for task in tasks]}
@@ -278,9 +312,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=16, help="timed optimizer steps per training measurement")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of anneal none / linear")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of anneal none / linear (the median counts)")
     parser.add_argument("--predict-rows", type=int, default=1024, help="training rows the prediction measurement predicts")
-    parser.add_argument("--memory-steps", type=int, default=8, help="glue-mini student steps for the memory measurement")
+    parser.add_argument("--memory-steps", type=int, default=24, help="glue-mini student steps for the memory measurement")
     parser.add_argument("--store-rows", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="bam's precision")
@@ -303,7 +337,8 @@ def main() -> None:
         for anneal in repeats:
             repeats[anneal].append(step(f"bam student anneal={anneal}", measure_bam, options, anneal))
     for anneal, runs in repeats.items():
-        rows[f"bam student {anneal}"] = max(runs, key=lambda run: run["examples_per_second"])  # the best: least disturbed by the machine
+        rows[f"bam student {anneal}"] = sorted(runs, key=lambda run: run["examples_per_second"])[len(runs) // 2]  # the median run
+    distill_work = step("what anneal=linear adds to a step", measure_distill_work, options)
     rows["bam predict"] = step("bam predict", measure_prediction, options)
     memory = step("glue-mini student memory", measure_glue_mini_memory, options)
     store = step("teacher store open", measure_store_open, arguments.store_rows)
@@ -330,6 +365,8 @@ def main() -> None:
         # Time per example with linear annealing over time per example without, minus 1.
         "distill_overhead": student / rows["bam student linear"]["examples_per_second"] - 1,
         "distill_overhead_runs": {anneal: [run["examples_per_second"] for run in runs] for anneal, runs in repeats.items()},
+        # The same overhead from timing the added work alone: its seconds per step over a student step's seconds.
+        "distill_overhead_direct": distill_work["seconds_per_step"] * student / arguments.batch_size,
         "predict_vs_train": rows["bam predict"]["examples_per_second"] / rows["bam teacher"]["examples_per_second"],
         "peak_rss_gb": memory["peak_rss_gb"],
         "glue_mini_memory": memory,
@@ -337,8 +374,8 @@ def main() -> None:
         "rows": rows,
     }  # fmt: skip
     print()
-    for key in ("student_vs_trainer_fp32", "student_vs_trainer_bf16", "distill_overhead", "predict_vs_train", "peak_rss_gb"):
-        print(f"{key:26}{figures[key]:8.3f}")
+    for key in ("student_vs_trainer_fp32", "student_vs_trainer_bf16", "distill_overhead", "distill_overhead_direct", "predict_vs_train", "peak_rss_gb"):
+        print(f"{key:26}{figures[key]:8.4f}")
     print(f"{'store_open_seconds':26}{store['open_seconds']:8.3f}  ({store['rows']:,} rows, +{store['resident_gb_added'] * 1024:.1f} MB resident)")
     if arguments.json:
         arguments.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -16,7 +16,7 @@ from bam.student import distill
 from bam.tasks import resolve
 from bam.teacher_store import read_predictions
 from bam.teachers import train_teachers
-from bam.training import process_share
+from bam.training import memory_passes, process_share
 from conftest import GLUE_FIXTURE, write_recipe
 
 
@@ -81,3 +81,26 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, recip
         read_predictions(tmp_path / "student-one" / "predictions" / "rte.dev.safetensors").ids,
         read_predictions(tmp_path / "student-two" / "predictions" / "rte.dev.safetensors").ids,
     )
+
+
+def test_memory_passes_split_long_batches_and_keep_short_ones_whole():
+    lengths = np.array([10, 10, 10, 10, 40, 40, 40])
+    assert [(part.tolist(), scale) for part, scale in memory_passes(np.arange(4), lengths, 64)] == [([0, 1, 2, 3], 1.0)]
+    # 3 examples of 40 tokens = 120 padded tokens > 64: two passes, weighted by their share of the batch.
+    passes = memory_passes(np.array([4, 5, 6]), lengths, 64)
+    assert [part.tolist() for part, _ in passes] == [[4, 5], [6]]
+    assert [scale for _, scale in passes] == pytest.approx([2 / 3, 1 / 3])
+    # Never an empty pass, even when one example alone is over the limit.
+    assert [part.tolist() for part, _ in memory_passes(np.array([4, 5]), lengths, 8)] == [[4], [5]]
+
+
+def test_passes_bound_memory_not_the_maths(tmp_path, recipe_without_dropout):
+    """A student trained one example per pass ends where one trained a whole batch per pass does."""
+    whole = load_recipe(recipe_without_dropout, ["student.anneal=\"none\""])
+    tasks = resolve(whole, None)
+    distill(whole, tasks, data_dir=GLUE_FIXTURE, teacher_store=tmp_path / "unused", out=tmp_path / "whole")
+    split = load_recipe(recipe_without_dropout, ["student.anneal=\"none\"", "max_tokens_per_pass=1"])
+    distill(split, tasks, data_dir=GLUE_FIXTURE, teacher_store=tmp_path / "unused", out=tmp_path / "split")
+    for name in ("rte.dev", "stsb.dev", "cola.dev"):
+        difference = _largest_difference(tmp_path / "whole" / "predictions" / f"{name}.safetensors", tmp_path / "split" / "predictions" / f"{name}.safetensors")
+        assert difference < 1e-5
