@@ -255,6 +255,12 @@ def gather(value) -> list:
     return gather_object([value])
 
 
+def prediction_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Row indices in batches for prediction: longest first, so batches pad little and the biggest comes early."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 @torch.inference_mode()
 def predict(model: MultiTaskModel, task: Task, dataset, tokenizer, *, precision: str, batch_size: int) -> torch.Tensor:
     """The head's raw outputs (logits, or the scaled value) for every row, in dataset order, as fp32.
@@ -264,9 +270,7 @@ def predict(model: MultiTaskModel, task: Task, dataset, tokenizer, *, precision:
     engine = accelerator()
     on = engine.device
     model.to(on).eval()
-    # Longest first, so batches pad little and the biggest one comes early.
-    order = np.argsort(-column(dataset, "length"), kind="stable")
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = prediction_batches(column(dataset, "length"), batch_size)
     predicted = []
     for indices in batches[engine.process_index :: engine.num_processes]:
         with autocast(precision, on):

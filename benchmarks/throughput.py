@@ -216,7 +216,7 @@ def measure_prediction(options) -> dict:
     """bam's `predict` over the training rows, as when a teacher caches its outputs (inference mode, sorted by length)."""
     from bam.data import column
     from bam.model import MultiTaskModel, load_encoder
-    from bam.training import predict
+    from bam.training import predict, prediction_batches
 
     torch.set_num_threads(options["threads"])
     recipe, task, tokenizer, data, _ = load_task_rows(options)
@@ -227,15 +227,8 @@ def measure_prediction(options) -> dict:
     predict(model, task, rows, tokenizer, precision=options["precision"], batch_size=recipe.eval_batch_size)
     seconds = time.perf_counter() - started
     lengths = column(rows, "length")
-    padded = sum(int(lengths[order].max()) * len(order) for order in _prediction_batches(lengths, recipe.eval_batch_size))
+    padded = sum(int(lengths[order].max()) * len(order) for order in prediction_batches(lengths, recipe.eval_batch_size))
     return _figures(len(rows) / seconds, int(lengths.sum()), padded, len(rows), model, passes=2)
-
-
-def _prediction_batches(lengths, batch_size: int):
-    import numpy as np
-
-    order = np.argsort(-lengths, kind="stable")
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def measure_glue_mini_memory(options) -> dict:
