@@ -231,19 +231,24 @@ def sweep_command(recipe, seeds, first_seed, conditions, out, workers, slurm_par
 
 
 @main.command("report")
-@click.argument("sweep", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--target", default="bam", show_default=True, help="The condition under test.")
+@click.argument("sweeps", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--target", default="bam", show_default=True, help="The condition under test (with several sweeps: SWEEP_FOLDER/CONDITION).")
 @click.option("--baseline", help="Compare the target with this condition only (default: with every other condition).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder. Default: analysis/<sweep folder name>.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder. Default: analysis/<sweep folder names, joined by -vs->.")
 @click.option("--samples", type=click.IntRange(min=100), default=1000, show_default=True, help="Bootstrap resamples per comparison.")
 @reports_errors
-def report_command(sweep, target, baseline, out, samples):
-    """Medians, Mann-Whitney U and paired bootstrap tests, and plots for a sweep folder."""
+def report_command(sweeps, target, baseline, out, samples):
+    """Medians, Mann-Whitney U and paired bootstrap tests, and plots for one sweep folder or several.
+
+    Several sweeps (the same conditions run with one setting changed) are
+    compared by naming conditions after their folder, e.g.
+    bam report sweeps/glue-mini-bf16 sweeps/glue-mini --target glue-mini-bf16/single --baseline glue-mini/single
+    """
     from bam.report import report
 
-    out = out or Path("analysis") / sweep.resolve().name
-    summary, comparisons = report(sweep, out, target=target, baseline=baseline, samples=samples)
-    table = Table(title=f"Median dev score (IQR) over seeds: {sweep}")
+    out = out or Path("analysis") / "-vs-".join(sweep.resolve().name for sweep in sweeps)
+    summary, comparisons = report(list(sweeps), out, target=target, baseline=baseline, samples=samples)
+    table = Table(title=f"Median dev score (IQR) over seeds: {', '.join(map(str, sweeps))}")
     table.add_column("task")
     conditions = list(dict.fromkeys(summary["condition"]))
     for condition in conditions:

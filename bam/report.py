@@ -1,9 +1,13 @@
-"""`bam report`: medians, spreads, significance tests and plots for a finished sweep.
+"""`bam report`: medians, spreads, significance tests and plots for finished sweeps.
 
 read (results.csv, sweep.json, dev predictions) -> compare (the target
 condition, `bam` by default, against every other: Mann-Whitney U over seeds
 per task and on the average, paired bootstrap over dev examples per seed) ->
 write `report.md` and one PNG per task under the analysis folder.
+
+Several sweeps that differ in one setting (say `--set precision=bf16`) are
+compared by naming each condition after its sweep folder: `glue-mini/single`
+against `glue-mini-bf16/single`.
 """
 
 from __future__ import annotations
@@ -91,8 +95,12 @@ def _task_metric(task: Task):
     return score
 
 
+# Where each condition of a report's table ran: its sweep folder and its name there (None: no predictions to read).
+Sources = dict[str, tuple[Path, str] | None]
+
+
 def compare(
-    table: pd.DataFrame, tasks: dict[str, Task | None], sweep: Path | None, target: str, baseline: str | None = None, samples: int = 1000
+    table: pd.DataFrame, tasks: dict[str, Task | None], sources: Sources, target: str, baseline: str | None = None, samples: int = 1000
 ) -> list[Comparison]:
     """The target condition against `baseline` (default: every other condition), per task and on the average."""
     comparisons = []
@@ -105,12 +113,12 @@ def compare(
             if mine.empty or theirs.empty:
                 continue
             bootstraps = []
-            if sweep is not None and task != "average":
+            if sources.get(target) and sources.get(other) and task != "average":
                 for seed in sorted(set(mine.index) & set(theirs.index)):
-                    a, b = dev_predictions(sweep, target, seed, task), dev_predictions(sweep, other, seed, task)
+                    a, b = dev_predictions(*sources[target], seed, task), dev_predictions(*sources[other], seed, task)
                     if a is not None and b is not None:
                         if not (torch.equal(a.ids, b.ids) and torch.equal(a.labels, b.labels)):
-                            raise BamError(f"{sweep}: seed {seed}, task {task}: {target} and {other} predicted different dev examples")
+                            raise BamError(f"seed {seed}, task {task}: {target} and {other} predicted different dev examples")
                         metric = _task_metric(tasks[task])
                         bootstraps.append(paired_bootstrap(a.labels.numpy(), a.outputs.numpy(), b.outputs.numpy(), metric, samples, seed))
             comparisons.append(
@@ -136,7 +144,8 @@ def plot(table: pd.DataFrame, task: str, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(1.6 + 1.2 * len(conditions), 3.2))
     groups = [rows[rows["condition"] == condition]["score"].to_numpy() for condition in conditions]
     axes.boxplot(groups, widths=0.5, showfliers=False)
-    axes.set_xticks(range(1, len(conditions) + 1), conditions)
+    long_names = max(map(len, conditions)) > 12  # conditions named after their sweep folder
+    axes.set_xticks(range(1, len(conditions) + 1), conditions, rotation=20 if long_names else 0, ha="right" if long_names else "center")
     jitter = np.random.default_rng(0)
     for position, scores in enumerate(groups, start=1):
         axes.scatter(position + jitter.uniform(-0.12, 0.12, len(scores)), scores, s=14, color="black", zorder=3)
@@ -192,28 +201,52 @@ def _sweep_recipe(sweep: Path) -> Recipe | None:
         raise BamError(f"{path}: not a sweep description ({error})") from None
 
 
+def load_sweeps(sweeps: list[Path]) -> tuple[pd.DataFrame, dict[str, Task | None], Sources]:
+    """One results table for all `sweeps`, the tasks' specs and where each condition's runs are.
+
+    With one sweep, conditions keep their names; with several, each is named
+    `<sweep folder>/<condition>`.
+    """
+    names = [sweep.resolve().name for sweep in sweeps]
+    repeated = [name for name in names if names.count(name) > 1]
+    if repeated:
+        raise BamError(f"two sweep folders are named {repeated[0]!r}: the report names conditions after their folder")
+    tables, tasks, sources = [], {}, {}
+    for sweep, name in zip(sweeps, names):
+        table = load_results(sweep)
+        recipe = _sweep_recipe(sweep)
+        known = [task for task in dict.fromkeys(table["task"]) if task != "average"]
+        specs = {task.name: task for task in resolve(recipe)} if recipe else {task: None for task in known}
+        unknown = [task for task in known if task not in specs]
+        if unknown:
+            raise BamError(f"{sweep}: results.csv has task {unknown[0]!r}, which the sweep's recipe does not")
+        tasks.update({task: tasks.get(task) or specs[task] for task in known})
+        conditions = list(dict.fromkeys(table["condition"]))
+        labels = conditions if len(sweeps) == 1 else [f"{name}/{condition}" for condition in conditions]
+        table["condition"] = table["condition"].map(dict(zip(conditions, labels)))
+        # Without the recipe, tasks cannot be scored again: no paired bootstrap then.
+        sources.update({label: (sweep, condition) if recipe else None for label, condition in zip(labels, conditions)})
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True), tasks, sources
+
+
 def report(
-    sweep: Path, out: Path, target: str = "bam", baseline: str | None = None, samples: int = 1000
+    sweeps: Path | list[Path], out: Path, target: str = "bam", baseline: str | None = None, samples: int = 1000
 ) -> tuple[pd.DataFrame, list[Comparison]]:
-    """Write report.md and the plots for `sweep` into `out`; returns the medians and comparisons."""
-    table = load_results(sweep)
+    """Write report.md and the plots for `sweeps` (one folder or several) into `out`; returns the medians and comparisons."""
+    sweeps = [sweeps] if isinstance(sweeps, Path) else list(sweeps)
+    table, tasks, sources = load_sweeps(sweeps)
     for condition in (target, baseline):
-        if condition and condition not in set(table["condition"]):
-            raise BamError(f"{sweep}: no runs of condition {condition!r} in results.csv")
-    recipe = _sweep_recipe(sweep)
-    known = [task for task in dict.fromkeys(table["task"]) if task != "average"]
-    tasks = {task.name: task for task in resolve(recipe)} if recipe else {name: None for name in known}
-    unknown = [name for name in known if name not in tasks]
-    if unknown:
-        raise BamError(f"{sweep}: results.csv has task {unknown[0]!r}, which the sweep's recipe does not")
-    tasks = {name: tasks[name] for name in known}
+        if condition and condition not in sources:
+            raise BamError(f"no runs of condition {condition!r} in {', '.join(map(str, sweeps))} (there are: {', '.join(sources)})")
     summary = medians(table)
-    comparisons = compare(table, tasks, sweep if recipe else None, target, baseline, samples)
+    comparisons = compare(table, tasks, sources, target, baseline, samples)
     if out.exists() and not out.is_dir():
         raise BamError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    for task in [*known, "average"]:
+    for task in [*tasks, "average"]:
         if (table["task"] == task).any():
             plot(table, task, out / f"{task}.png")
-    write_markdown(out / "report.md", sweep.resolve().name, summary, comparisons, table, samples)
+    name = " vs ".join(sweep.resolve().name for sweep in sweeps)
+    write_markdown(out / "report.md", name, summary, comparisons, table, samples)
     return summary, comparisons

@@ -56,6 +56,49 @@ def test_report_files_and_small_sample_warning(sweep, tmp_path):
     assert "bam > single" not in text  # --baseline keeps to one comparison
 
 
+def test_two_sweeps_compare_conditions_named_after_their_folders(sweep, tmp_path):
+    # The same sweep run again with one setting changed: here every multi score is 3 points higher.
+    changed = tmp_path / "toy-changed"
+    shutil.copytree(sweep, changed)
+    lines = (changed / "results.csv").read_text().splitlines()
+    raised = [line if not line.startswith("multi,") else ",".join(_plus_three(line.split(","))) for line in lines]
+    (changed / "results.csv").write_text("\n".join(raised) + "\n")
+    result = CliRunner().invoke(
+        main, ["report", str(changed), str(sweep), "--target", "toy-changed/multi", "--baseline", "toy-sweep/multi", "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    _, comparisons = report([changed, sweep], tmp_path / "out", target="toy-changed/multi", baseline="toy-sweep/multi")
+    on_rte = next(item for item in comparisons if item.task == "rte")
+    assert on_rte.median_difference == 3
+    expected = stats.mannwhitneyu(*_multi_rte_scores(changed, sweep), alternative="greater", method=stats.PermutationMethod())
+    assert on_rte.greater.p == pytest.approx(expected.pvalue)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "# Sweep report: toy-changed vs toy-sweep" in text and "| toy-changed/multi | toy-sweep/bam |" not in text
+    assert "toy-changed/multi > toy-sweep/multi" in text
+
+
+def _plus_three(fields: list[str]) -> list[str]:
+    fields[3] = str(float(fields[3]) + 3)
+    return fields
+
+
+def _multi_rte_scores(*sweeps):
+    import pandas as pd
+
+    for folder in sweeps:
+        table = pd.read_csv(folder / "results.csv")
+        yield table[(table.condition == "multi") & (table.task == "rte")]["score"].to_numpy()
+
+
+def test_sweep_folders_with_one_name_or_a_missing_condition_are_refused_in_one_line(sweep, tmp_path):
+    result = CliRunner().invoke(main, ["report", str(sweep), str(sweep.parent / "toy-sweep"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "two sweep folders are named 'toy-sweep'" in result.output
+    other = tmp_path / "other"
+    shutil.copytree(sweep, other)
+    result = CliRunner().invoke(main, ["report", str(sweep), str(other), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "no runs of condition 'bam'" in result.output and "toy-sweep/bam" in result.output
+
+
 def test_report_without_results_is_one_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "no results.csv" in result.output

@@ -1,6 +1,7 @@
 """Seed sweeps on the tiny encoder: planning, results table, resume after a kill, parallel and submitit paths."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +59,11 @@ def test_results_table_has_a_row_per_run_and_task_and_averages(recipe, tmp_path)
     _, comparisons = report(tmp_path / "sweep", tmp_path / "analysis", samples=100)
     for comparison in comparisons:
         assert len(comparison.bootstraps) == (0 if comparison.task == "average" else 2), comparison
+    # Across two sweep folders the bootstrap finds each side's predictions in its own folder.
+    shutil.copytree(tmp_path / "sweep", tmp_path / "again")
+    _, comparisons = report([tmp_path / "again", tmp_path / "sweep"], tmp_path / "analysis", target="again/bam", baseline="sweep/bam", samples=100)
+    assert [len(item.bootstraps) for item in comparisons] == [2, 2, 0]
+    assert all(item.median_difference == 0 for item in comparisons)
 
 
 def test_a_sweep_folder_refuses_other_settings(recipe, tmp_path):
