@@ -192,7 +192,7 @@ def measure_distill_work(options, repeats: int = 200) -> dict:
     import numpy as np
 
     from bam.data import column, length_grouped_batches
-    from bam.distillation import blend
+    from bam.training import batch_targets
 
     torch.set_num_threads(options["threads"])
     _, task, _, data, fingerprint = load_task_rows(options)
@@ -206,8 +206,7 @@ def measure_distill_work(options, repeats: int = 200) -> dict:
         started = time.perf_counter()
         for step in range(repeats):
             indices = torch.as_tensor(batches[step % len(batches)])
-            gold = task.kind.gold_targets(labels[indices], task.spec)
-            blend(gold, task.kind.teacher_targets(outputs[indices]), step / repeats)
+            batch_targets(task, labels[indices], outputs[indices], step / repeats)
         seconds = (time.perf_counter() - started) / repeats
     return {"seconds_per_step": seconds}
 
