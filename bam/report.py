@@ -173,7 +173,8 @@ def write_markdown(path: Path, name: str, summary: pd.DataFrame, comparisons: li
         for condition, seconds in per_task_rows.groupby("condition", sort=False)["wall_seconds"].sum().items():
             lines.append(f"| {condition} | {seconds / 3600:.2f} |")
     runs = table[table["task"] != "average"]  # average rows of per-task conditions join their runs' values
-    for column, what in (("code", "versions of the training code"), ("threads", "CPU thread counts (results depend on it)")):
+    mixed = (("code", "versions of the training code"), ("threads", "CPU thread counts (results depend on it)"), ("processes", "process counts"))
+    for column, what in mixed:
         if column in runs.columns and runs[column].nunique() > 1:
             values = ", ".join(sorted(runs[column].astype(str).unique()))
             lines += ["", f"**Warning:** the runs came from {runs[column].nunique()} different {what} ({values})."]

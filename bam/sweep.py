@@ -245,19 +245,21 @@ def _check_or_write_description(path: Path, description: dict) -> None:
         write_json(path, description)
 
 
+# What each row tells about its run besides scores, from a teacher's manifest or a run's run.json.
+RUN_FACTS = ("wall_seconds", "code", "threads", "processes")
+
+
 def _run_rows(sweep: Path, run: Run) -> list[dict]:
     folder = run.folder(sweep)
     base = {"condition": run.condition, "seed": run.seed}
+    about = json.loads((folder / ("manifest.json" if run.condition == "single" else "run.json")).read_text())
+    facts = {key: about.get(key) for key in RUN_FACTS}  # runs written before `processes` was recorded lack it
     if run.condition == "single":
-        manifest = json.loads((folder / "manifest.json").read_text())
-        extra = {key: manifest[key] for key in ("wall_seconds", "code", "threads")}
-        return [{**base, "task": run.task, **manifest["dev_metrics"], **extra}]
+        return [{**base, "task": run.task, **about["dev_metrics"], **facts}]
     results = json.loads((folder / "metrics.json").read_text())
-    about = json.loads((folder / "run.json").read_text())
-    extra = {key: about[key] for key in ("wall_seconds", "code", "threads")}
-    rows = [{**base, "task": task, **values, **extra} for task, values in results["tasks"].items()]
+    rows = [{**base, "task": task, **values, **facts} for task, values in results["tasks"].items()]
     if run.condition not in PER_TASK:
-        rows.append({**base, "task": "average", "score": results["average"], **extra})
+        rows.append({**base, "task": "average", "score": results["average"], **facts})
     return rows
 
 
@@ -275,8 +277,8 @@ def collect(sweep: Path, tasks: Sequence[str]) -> pd.DataFrame:
         if set(group["task"]) == set(tasks):
             average = {
                 "condition": condition, "seed": seed, "task": "average", "score": group["score"].mean(),
-                "wall_seconds": group["wall_seconds"].sum(), "code": ",".join(sorted(set(group["code"]))),
-                "threads": ",".join(sorted(set(map(str, group["threads"])))),
+                "wall_seconds": group["wall_seconds"].sum(),
+                **{key: ",".join(sorted(set(map(str, group[key])))) for key in RUN_FACTS if key != "wall_seconds"},
             }  # fmt: skip
             table = pd.concat([table, pd.DataFrame([average])], ignore_index=True)
     order = {condition: index for index, condition in enumerate(CONDITIONS)}

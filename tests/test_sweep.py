@@ -47,7 +47,8 @@ def without_time(table: pd.DataFrame) -> pd.DataFrame:
 def test_results_table_has_a_row_per_run_and_task_and_averages(recipe, tmp_path):
     table = sweep(recipe, tmp_path / "sweep", conditions=["single", "multi", "bam", "single-single", "multi-multi"])
     assert list(table.columns[:4]) == ["condition", "seed", "task", "score"]
-    assert {"accuracy", "pearson", "spearman", "wall_seconds"} <= set(table.columns)
+    assert {"accuracy", "pearson", "spearman", "wall_seconds", "code", "threads", "processes"} <= set(table.columns)
+    assert set(table["processes"].astype(str)) == {"1"}
     counts = table.groupby("condition").size().to_dict()
     # per seed: 2 tasks + 1 average row, for each of 5 conditions, 2 seeds
     assert counts == {condition: 6 for condition in ("single", "multi", "bam", "single-single", "multi-multi")}
