@@ -3,8 +3,9 @@
 A checkpoint is everything the training loop needs to carry on as if it had
 never stopped: the model weights (safetensors), the optimizer and scheduler
 states and every process's torch random state (`state.pt`, read back with
-`torch.load(weights_only=True)`, so no arbitrary objects), and the step
-reached. The data position needs no saving: batch order is a pure function of
+`torch.load(weights_only=True)`, so no arbitrary objects), the step
+reached, and the seconds of training it took to get there (so that a resumed
+run's recorded wall time includes the attempts before). The data position needs no saving: batch order is a pure function of
 the seed, so the loop replays it up to the step. Each checkpoint is written
 under a hidden name and renamed into place (`bam.files.atomic_directory`), and
 only the newest is kept. A checkpoint records a key describing its run
@@ -50,14 +51,16 @@ def checkpoint_folder(final: Path) -> Path:
     return final.parent / f".{final.name}.checkpoints"
 
 
-def save_checkpoint(checkpointing: Checkpointing, step: int, model, optimizer, scheduler, random_states: list[torch.Tensor]) -> None:
-    """Write the checkpoint of `step` atomically, then delete older ones."""
+def save_checkpoint(
+    checkpointing: Checkpointing, step: int, model, optimizer, scheduler, random_states: list[torch.Tensor], seconds: float = 0.0
+) -> None:
+    """Write the checkpoint of `step`, reached after `seconds` of training, atomically; then delete older ones."""
     name = f"step-{step:08d}"
     with atomic_directory(checkpointing.folder / name) as partial:
         save_model(model, str(partial / "model.safetensors"))
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "random_states": random_states}
         torch.save(state, partial / "state.pt")
-        write_json(partial / "checkpoint.json", {"key": checkpointing.key, "step": step})
+        write_json(partial / "checkpoint.json", {"key": checkpointing.key, "step": step, "seconds": seconds})
     for older in checkpointing.folder.glob("step-*"):
         if older.name != name:
             shutil.rmtree(older, ignore_errors=True)
@@ -75,14 +78,14 @@ def latest_checkpoint(checkpointing: Checkpointing) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[torch.Tensor]]:
-    """Restore model, optimizer and scheduler in place; returns the step reached and the random states."""
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[torch.Tensor], float]:
+    """Restore model, optimizer and scheduler in place; returns the step reached, the random states and the seconds it took."""
     load_model(model, str(path / "model.safetensors"))
     state = torch.load(path / "state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    step = json.loads((path / "checkpoint.json").read_text())["step"]
-    return step, state["random_states"]
+    about = json.loads((path / "checkpoint.json").read_text())
+    return about["step"], state["random_states"], about.get("seconds", 0.0)
 
 
 def remove_checkpoints(final: Path) -> None:

@@ -64,12 +64,13 @@ def distill(
     model = MultiTaskModel(encoder, tasks, recipe.pooling)
 
     # train
-    fit(
+    earlier_seconds = fit(
         model, tasks, train_sets, tokenizer, config,
         precision=recipe.precision, seed=recipe.seed, teacher_outputs=teacher_outputs,
         anneal=config.anneal, teacher_weight=config.teacher_weight, progress=progress,
         checkpointing=checkpointing, max_tokens_per_pass=recipe.max_tokens_per_pass,
     )  # fmt: skip
+    started -= earlier_seconds  # the recorded wall time includes the training of killed attempts
 
     # evaluate
     predict_options = {"precision": recipe.precision, "batch_size": recipe.eval_batch_size}

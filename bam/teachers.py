@@ -42,11 +42,12 @@ def train_teacher(
     # train (resuming from this teacher's checkpoint if an earlier run was killed)
     final = store / task.name
     checkpointing = Checkpointing(checkpoint_folder(final), recipe.checkpoint_every, run_key(to_dict(recipe), task.name, train_fingerprint))
-    fit(
+    earlier_seconds = fit(
         model, [task], {task.name: data.train}, tokenizer, recipe.teacher,
         precision=recipe.precision, seed=recipe.seed, progress=progress,
         checkpointing=checkpointing, max_tokens_per_pass=recipe.max_tokens_per_pass,
     )  # fmt: skip
+    started -= earlier_seconds  # the recorded wall time includes the training of killed attempts
 
     # evaluate
     predict_options = {"precision": recipe.precision, "batch_size": recipe.eval_batch_size}

@@ -169,7 +169,7 @@ def fit(
     progress: ProgressCallback | None = None,
     checkpointing: Checkpointing | None = None,
     max_tokens_per_pass: int = 1 << 62,
-) -> None:
+) -> float:
     """Train `model` in place on `tasks` for `config.epochs` passes over their training sets.
 
     With `teacher_outputs` (task name -> one row per training example, in
@@ -179,7 +179,10 @@ def fit(
     and at the end, so that a run killed during prediction need not train again.
     Batches with more than `max_tokens_per_pass` padded tokens are trained in
     several passes (`memory_passes`), which bounds memory, not the maths.
+    Returns the seconds of training done by earlier attempts before the
+    checkpoint this one resumed from (0 for a fresh run).
     """
+    fit_started = time.perf_counter()
     engine = accelerator()
     on = engine.device
     model.to(on).train()
@@ -201,7 +204,11 @@ def fit(
 
     if checkpointing is not None:
         checkpointing = _run_key(checkpointing, engine.num_processes)
-    first_step = _resume(checkpointing, model, optimizer, scheduler, batches, schedule)
+    first_step, earlier_seconds = _resume(checkpointing, model, optimizer, scheduler, batches, schedule)
+
+    def elapsed() -> float:  # training seconds of this run so far, earlier attempts included
+        return earlier_seconds + time.perf_counter() - fit_started
+
     trained, optimizer = engine.prepare(model, optimizer)
     started, examples, tokens, padded_tokens = time.perf_counter(), 0, 0, 0
     for step in range(first_step, steps):
@@ -233,30 +240,31 @@ def fit(
             rate = examples / max(time.perf_counter() - started, 1e-9)
             progress(StepReport(step + 1, steps, loss_value, weight, rate, examples, tokens, padded_tokens))
         if checkpointing is not None and checkpointing.every and (step + 1) % checkpointing.every == 0 and step + 1 < steps:
-            _checkpoint(checkpointing, step + 1, model, optimizer, scheduler)
+            _checkpoint(checkpointing, step + 1, model, optimizer, scheduler, elapsed())
     if checkpointing is not None and first_step < steps:
-        _checkpoint(checkpointing, steps, model, optimizer, scheduler)
+        _checkpoint(checkpointing, steps, model, optimizer, scheduler, elapsed())
     engine.free_memory()  # accelerate keeps every prepared model alive otherwise; a sweep worker trains many
+    return earlier_seconds
 
 
-def _resume(checkpointing: Checkpointing | None, model, optimizer, scheduler, batches: list, schedule) -> int:
-    """The step to start from: 0, or that of the run's newest checkpoint, whose states are then loaded."""
+def _resume(checkpointing: Checkpointing | None, model, optimizer, scheduler, batches: list, schedule) -> tuple[int, float]:
+    """The step to start from and the training seconds spent before it: 0, 0 or the newest checkpoint's, whose states are loaded."""
     found = latest_checkpoint(checkpointing) if checkpointing is not None else None
     if found is None:
-        return 0
-    first_step, random_states = load_checkpoint(found, model, optimizer, scheduler)
+        return 0, 0.0
+    first_step, random_states, seconds = load_checkpoint(found, model, optimizer, scheduler)
     torch.set_rng_state(random_states[accelerator().process_index])
     # The data position: batch order depends only on the seed, so replay it without training.
     for step in range(first_step):
         next(batches[schedule[step]])
-    return first_step
+    return first_step, seconds
 
 
-def _checkpoint(checkpointing: Checkpointing, step: int, model, optimizer, scheduler) -> None:
+def _checkpoint(checkpointing: Checkpointing, step: int, model, optimizer, scheduler, seconds: float) -> None:
     engine = accelerator()
     random_states = gather(torch.get_rng_state())
     if engine.is_main_process:
-        save_checkpoint(checkpointing, step, model, optimizer.optimizer, scheduler, random_states)
+        save_checkpoint(checkpointing, step, model, optimizer.optimizer, scheduler, random_states, seconds)
     engine.wait_for_everyone()
 
 

@@ -89,9 +89,12 @@ def test_killed_teacher_resumes_and_matches(tmp_path, tiny_recipe, when, count, 
     _kill(when, count, "train-teachers", tiny_recipe, "--tasks", "rte", "--out", store)
     assert not (store / "rte").exists()  # nothing that looks finished
     assert latest_checkpoint_step(checkpoint_folder(store / "rte")) == (3 if when == "training" else 10)
+    pretend_training_took(checkpoint_folder(store / "rte"), EARLIER_SECONDS)
 
     steps = []
     resumed = train_teachers(recipe, tasks, data_dir=GLUE_FIXTURE, store=store, progress=lambda name: lambda report: steps.append(report.step))
+    wall_seconds = json.loads((store / "rte" / "manifest.json").read_text())["wall_seconds"]
+    assert EARLIER_SECONDS < wall_seconds < EARLIER_SECONDS + 600  # the killed attempt's training counts
     if resumed_from is None:
         assert steps == []  # training had finished: only prediction is redone
     else:
@@ -112,14 +115,28 @@ def test_killed_student_resumes_and_matches(tmp_path, tiny_recipe):
     # 3 tasks x 40 rows x 2 epochs / 8 = 30 steps: killed at step 14, after the checkpoint of step 12.
     _kill("training", 14, "distill", tiny_recipe, "--anneal", "linear", "--teachers", store, "--out", out)
     assert not out.exists()
+    pretend_training_took(checkpoint_folder(out), EARLIER_SECONDS)
 
     steps = []
     resumed = distill(recipe, tasks, data_dir=GLUE_FIXTURE, teacher_store=store, out=out, progress=lambda report: steps.append(report.step))
+    assert EARLIER_SECONDS < json.loads((out / "run.json").read_text())["wall_seconds"] < EARLIER_SECONDS + 600
     assert steps[0] == 13 and steps[-1] == 30
     assert resumed == uninterrupted
     assert json.loads((out / "metrics.json").read_text()) == json.loads((tmp_path / "once" / "metrics.json").read_text())
     for once in (tmp_path / "once" / "predictions").iterdir():
         assert torch.equal(read_predictions(out / "predictions" / once.name).outputs, read_predictions(once).outputs)
+
+
+# What the killed attempts' training is said to have taken: far more than the tiny runs really take,
+# so that the resumed run's wall time shows whether it was counted.
+EARLIER_SECONDS = 10_000.0
+
+
+def pretend_training_took(folder, seconds: float) -> None:
+    for path in folder.glob("step-*/checkpoint.json"):
+        about = json.loads(path.read_text())
+        assert about["seconds"] > 0
+        path.write_text(json.dumps({**about, "seconds": seconds}))
 
 
 def latest_checkpoint_step(folder) -> int | None:
