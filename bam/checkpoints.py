@@ -2,14 +2,15 @@
 
 A checkpoint is everything the training loop needs to carry on as if it had
 never stopped: the model weights (safetensors), the optimizer and scheduler
-states and every process's torch random state (`state.pt`, read back with
-`torch.load(weights_only=True)`, so no arbitrary objects), the step
+states and every process's torch random states, CPU and GPU (`state.pt`, read
+back with `torch.load(weights_only=True)`, so no arbitrary objects), the step
 reached, and the seconds of training it took to get there (so that a resumed
-run's recorded wall time includes the attempts before). The data position needs no saving: batch order is a pure function of
-the seed, so the loop replays it up to the step. Each checkpoint is written
-under a hidden name and renamed into place (`bam.files.atomic_directory`), and
-only the newest is kept. A checkpoint records a key describing its run
-(recipe, data, teachers, process count); one with another key is never resumed.
+run's recorded wall time includes the attempts before). The data position
+needs no saving: batch order is a pure function of the seed, so the loop
+replays it up to the step. Each checkpoint is written under a hidden name and
+renamed into place (`bam.files.atomic_directory`), and only the newest is
+kept. A checkpoint records a key describing its run (recipe, data, teachers,
+code, process count); one with another key is never resumed.
 
 Layout: <folder>/step-00000200/{model.safetensors, state.pt, checkpoint.json}
 """
@@ -52,7 +53,7 @@ def checkpoint_folder(final: Path) -> Path:
 
 
 def save_checkpoint(
-    checkpointing: Checkpointing, step: int, model, optimizer, scheduler, random_states: list[torch.Tensor], seconds: float = 0.0
+    checkpointing: Checkpointing, step: int, model, optimizer, scheduler, random_states: list[dict[str, torch.Tensor]], seconds: float = 0.0
 ) -> None:
     """Write the checkpoint of `step`, reached after `seconds` of training, atomically; then delete older ones."""
     name = f"step-{step:08d}"
@@ -78,7 +79,7 @@ def latest_checkpoint(checkpointing: Checkpointing) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[torch.Tensor], float]:
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict[str, torch.Tensor]], float]:
     """Restore model, optimizer and scheduler in place; returns the step reached, the random states and the seconds it took."""
     load_model(model, str(path / "model.safetensors"))
     state = torch.load(path / "state.pt", weights_only=True)

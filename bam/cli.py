@@ -43,7 +43,7 @@ def shared_options(command):
     options = [
         click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path)),
         click.option("--tasks", help="Comma-separated subset of the recipe's tasks, e.g. rte,mrpc."),
-        click.option("--seed", type=int, help="Random seed (overrides the recipe's `seed`); same seed, same metrics."),
+        click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (overrides the recipe's `seed`); same seed, same metrics."),
         click.option(
             "--data-dir",
             type=click.Path(path_type=Path),
@@ -154,7 +154,7 @@ def train_teachers_command(recipe, tasks, seed, data_dir, overrides, out):
 )
 @click.option("--teacher-weight", type=float, help="With --anneal constant: the teacher's fixed weight 1 - lambda.")
 @click.option("--teachers", "teacher_store", type=click.Path(file_okay=False, path_type=Path), default=Path("teachers"), show_default=True, help="Teacher store to read.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory. Default: runs/<recipe>-<anneal>-seed<N>.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory. Default: runs/<recipe>[-<tasks>]-<anneal>-seed<N>.")
 @reports_errors
 def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_weight, teacher_store, out):
     """Train one multi-task student on all tasks of RECIPE, distilled from the teacher store."""
@@ -163,8 +163,11 @@ def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_we
 
     extra = (*([f'student.anneal="{anneal}"'] if anneal else []), *([f"student.teacher_weight={teacher_weight}"] if teacher_weight is not None else []))
     loaded, chosen = _recipe_and_tasks(recipe, overrides, seed, tasks, extra)
+    if teacher_weight is not None and loaded.student.anneal != "constant":
+        raise BamError(f"--teacher-weight applies only with --anneal constant (this run anneals {loaded.student.anneal!r})")
     folder = data_directory(str(data_dir) if data_dir else None)
-    out = out or Path("runs") / f"{recipe.stem}-{loaded.student.anneal}-seed{loaded.seed}"
+    subset = "-" + "+".join(task.name for task in chosen) if tasks else ""
+    out = out or Path("runs") / f"{recipe.stem}{subset}-{loaded.student.anneal}-seed{loaded.seed}"
     started = time.perf_counter()
     with progress_bars() as start:
         results = distill(loaded, chosen, data_dir=folder, teacher_store=teacher_store, out=out, progress=start("student"))
@@ -174,7 +177,7 @@ def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_we
 @main.command("sweep")
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="How many seeds per condition.")
-@click.option("--first-seed", type=int, default=0, show_default=True, help="Seeds are first-seed, first-seed+1, ...")
+@click.option("--first-seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seeds are first-seed, first-seed+1, ...")
 @click.option(
     "--conditions",
     default="single,multi,bam",

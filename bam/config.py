@@ -236,6 +236,7 @@ def _ranges(recipe: Recipe):
     """(key, value, check, what it must be) for every numeric setting with a valid range."""
     positive = (lambda value: value > 0, "greater than 0")
     unit = (lambda value: 0 <= value <= 1, "between 0 and 1")
+    yield "seed", recipe.seed, lambda value: 0 <= value < 2**32, "between 0 and 2**32 - 1"  # what NumPy's generators take
     yield "max_length", recipe.max_length, lambda value: value >= 8, "at least 8"
     yield "eval_batch_size", recipe.eval_batch_size, *positive
     yield "max_tokens_per_pass", recipe.max_tokens_per_pass, lambda value: value >= 1, "at least 1"

@@ -61,7 +61,7 @@ def write_json(path: Path, data) -> None:
 
 # The modules whose changes can change a run's numbers (not the CLI, sweep or report).
 _NUMERIC_SOURCES = (
-    "config.py", "data.py", "distillation.py", "glue_tasks.toml", "hardware.py", "metrics.py", "model.py",
+    "checkpoints.py", "config.py", "data.py", "distillation.py", "glue_tasks.toml", "hardware.py", "metrics.py", "model.py",
     "sampling.py", "student.py", "tasks.py", "teacher_store.py", "teachers.py", "training.py",
 )  # fmt: skip
 

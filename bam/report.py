@@ -65,6 +65,14 @@ def load_results(sweep: Path) -> pd.DataFrame:
     missing = {"condition", "seed", "task", "score"} - set(table.columns)
     if missing:
         raise BamError(f"{path}: missing column {sorted(missing)[0]!r}")
+    for column, whole in (("seed", True), ("score", False)):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = values.isna() | ((values % 1 != 0) if whole else False)
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            kind = "a whole number" if whole else "a number"
+            raise BamError(f"{path}: line {row + 2}: {column} {str(table[column].iloc[row])!r} is not {kind}")
+        table[column] = values.astype(int) if whole else values
     return table
 
 
@@ -198,8 +206,10 @@ def _sweep_recipe(sweep: Path) -> Recipe | None:
         return None
     try:
         return build(Recipe, json.loads(path.read_text())["recipe"])
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
         raise BamError(f"{path}: not a sweep description ({error})") from None
+    except BamError as error:  # a recipe key this version of bam does not know
+        raise BamError(f"{path}: {error}") from None
 
 
 def load_sweeps(sweeps: list[Path]) -> tuple[pd.DataFrame, dict[str, Task | None], Sources]:

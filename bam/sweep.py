@@ -238,11 +238,35 @@ def _keep_traceback(out: Path, run: Run, error: Exception) -> None:
 
 def _check_or_write_description(path: Path, description: dict) -> None:
     """A sweep folder belongs to one recipe: resuming with other settings would mix results."""
-    if path.is_file():
-        if json.loads(path.read_text()) != json.loads(json.dumps(description)):
-            raise BamError(f"{path.parent}: this sweep folder was made with other settings (see {path.name}); use another --out")
-    else:
+    if not path.is_file():
         write_json(path, description)
+        return
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BamError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(stored, dict):
+        raise BamError(f"{path}: not a sweep description")
+    wanted = _flatten(json.loads(json.dumps(description)))
+    stored = _flatten(stored)
+    differing = sorted(key for key in wanted.keys() | stored.keys() if wanted.get(key, "(absent)") != stored.get(key, "(absent)"))
+    if differing:
+        key = differing[0]
+        raise BamError(
+            f"{path.parent}: this sweep folder was made with other settings ({key}: {stored.get(key, '(absent)')!r} there, "
+            f"{wanted.get(key, '(absent)')!r} now); use another --out"
+        )
+
+
+def _flatten(table: dict, prefix: str = "") -> dict:
+    """Nested tables as one level of dotted keys, so that a difference can be named."""
+    flat = {}
+    for name, value in table.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
 
 
 # What each row tells about its run besides scores, from a teacher's manifest or a run's run.json.

@@ -161,8 +161,8 @@ def read_manifest(store: Path, task_name: str) -> dict:
     if not path.is_file():
         raise BamError(f"teacher store {store} has no finished teacher for task {task_name!r} (run `bam train-teachers RECIPE --tasks {task_name} --out {store}`)")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BamError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
@@ -172,6 +172,9 @@ def read_manifest(store: Path, task_name: str) -> dict:
             raise BamError(f"{path}: no {key!r} entry")
     if not isinstance(manifest["files"], dict) or "train" not in manifest["files"]:
         raise BamError(f"{path}: no 'files.train' entry")
+    for split, entry in manifest["files"].items():
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("path", "sha256"))):
+            raise BamError(f"{path}: 'files.{split}' must be a table with the strings 'path' and 'sha256'")
     return manifest
 
 

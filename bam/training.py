@@ -253,16 +253,30 @@ def _resume(checkpointing: Checkpointing | None, model, optimizer, scheduler, ba
     if found is None:
         return 0, 0.0
     first_step, random_states, seconds = load_checkpoint(found, model, optimizer, scheduler)
-    torch.set_rng_state(random_states[accelerator().process_index])
+    restore_random_state(random_states[accelerator().process_index])
     # The data position: batch order depends only on the seed, so replay it without training.
     for step in range(first_step):
         next(batches[schedule[step]])
     return first_step, seconds
 
 
+def random_state() -> dict[str, torch.Tensor]:
+    """The states of the generators this process's dropout draws from: the CPU's, and the GPU's where there is one."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_random_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
 def _checkpoint(checkpointing: Checkpointing, step: int, model, optimizer, scheduler, seconds: float) -> None:
     engine = accelerator()
-    random_states = gather(torch.get_rng_state())
+    random_states = gather(random_state())
     if engine.is_main_process:
         save_checkpoint(checkpointing, step, model, optimizer.optimizer, scheduler, random_states, seconds)
     engine.wait_for_everyone()

@@ -149,11 +149,11 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     mine = Checkpointing(tmp_path, every=1, key=run_key({"seed": 0}, "rte", "data-a"))
-    save_checkpoint(mine, 4, model, optimizer, scheduler, [torch.get_rng_state()])
+    save_checkpoint(mine, 4, model, optimizer, scheduler, [{"cpu": torch.get_rng_state()}])
     assert latest_checkpoint(mine).name == "step-00000004"
     for other in (run_key({"seed": 1}, "rte", "data-a"), run_key({"seed": 0}, "rte", "data-b")):
         assert latest_checkpoint(Checkpointing(tmp_path, every=1, key=other)) is None
     # The checkpoint interval and the recipe's task list do not change what a run is.
     assert run_key({"seed": 0, "checkpoint_every": 9, "tasks": ["rte", "mrpc"]}, "rte", "data-a") == mine.key
-    save_checkpoint(mine, 8, model, optimizer, scheduler, [torch.get_rng_state()])
+    save_checkpoint(mine, 8, model, optimizer, scheduler, [{"cpu": torch.get_rng_state()}])
     assert [path.name for path in tmp_path.iterdir()] == ["step-00000008"]  # only the newest is kept

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -73,6 +74,20 @@ def test_anneal_none_needs_no_teachers(trained, tmp_path):
     result = bam("distill", recipe, "--anneal", "none", "--teachers", tmp_path / "absent", "--data-dir", GLUE_FIXTURE, "--tasks", "rte", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert set(json.loads((tmp_path / "run" / "metrics.json").read_text())["tasks"]) == {"rte"}
+
+
+def test_default_run_directory_names_a_task_subset(trained, tmp_path, monkeypatch):
+    recipe, _ = trained
+    monkeypatch.chdir(tmp_path)
+    result = bam("distill", recipe, "--anneal", "none", "--data-dir", GLUE_FIXTURE, "--tasks", "rte")
+    assert result.exit_code == 0, result.output
+    assert [path.name for path in (tmp_path / "runs").iterdir()] == [f"{Path(recipe).stem}-rte-none-seed0"]
+
+
+def test_teacher_weight_without_constant_annealing_is_refused(trained, tmp_path):
+    recipe, store = trained
+    result = bam("distill", recipe, "--anneal", "linear", "--teacher-weight", "0.3", "--teachers", store, "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "run")
+    assert_one_line_error(result, "--teacher-weight applies only with --anneal constant (this run anneals 'linear')", leftover=tmp_path / "run")
 
 
 def assert_one_line_error(result, message, leftover=None):

@@ -95,6 +95,7 @@ def test_a_task_can_be_declared_in_the_recipe(tmp_path):
         ("student.layerwise_lr_decay=1.5", "must be in (0, 1]"),
         ("student.warmup_fraction=1", "must be in [0, 1)"),
         ("max_length=2", "max_length = 2 must be at least 8"),
+        ("seed=-1", "seed = -1 must be between 0 and 2**32 - 1"),
     ],
 )
 def test_out_of_range_values_are_refused_with_the_key(tmp_path, setting, message):

@@ -92,6 +92,23 @@ def test_manifest_missing_an_entry_is_refused(tmp_path):
         read_teacher(store, RTE, IDS, "abc")
 
 
+@pytest.mark.parametrize("train_entry", ["train.safetensors", {}, {"path": "train.safetensors", "sha256": 7}])
+def test_manifest_file_entries_of_the_wrong_shape_are_refused(tmp_path, train_entry):
+    store = store_with_rte(tmp_path)
+    path = store / "rte" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "files": {**manifest["files"], "train": train_entry}}))
+    with pytest.raises(BamError, match="'files.train' must be a table with the strings 'path' and 'sha256'"):
+        read_teacher(store, RTE, IDS, "abc")
+
+
+def test_a_manifest_that_is_not_text_is_refused(tmp_path):
+    store = store_with_rte(tmp_path)
+    (store / "rte" / "manifest.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(BamError, match="manifest.json: not valid JSON"):
+        read_teacher(store, RTE, IDS, "abc")
+
+
 def test_dev_predictions_keep_ids_outputs_and_gold_labels(tmp_path):
     stored = read_predictions(store_with_rte(tmp_path) / "rte" / "dev.safetensors")
     assert stored.ids.tolist() == [0, 1] and stored.labels.tolist() == [0, 1] and stored.outputs.shape == (2, 2)

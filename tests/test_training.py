@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import BertConfig
 
+import bam.training
 from bam.config import TaskSpec, load_recipe
 from bam.student import distill
 from bam.tasks import Task, resolve
@@ -104,13 +105,22 @@ def test_memory_passes_split_long_batches_and_keep_short_ones_whole():
     assert [part.tolist() for part, _ in memory_passes(np.array([4, 5]), lengths, 8)] == [[4], [5]]
 
 
-def test_passes_bound_memory_not_the_maths(tmp_path, recipe_without_dropout):
+def test_passes_bound_memory_not_the_maths(tmp_path, recipe_without_dropout, monkeypatch):
     """A student trained one example per pass ends where one trained a whole batch per pass does."""
     whole = load_recipe(recipe_without_dropout, ["student.anneal=\"none\""])
     tasks = resolve(whole, None)
     distill(whole, tasks, data_dir=GLUE_FIXTURE, teacher_store=tmp_path / "unused", out=tmp_path / "whole")
     split = load_recipe(recipe_without_dropout, ["student.anneal=\"none\"", "max_tokens_per_pass=1"])
+    pass_sizes = []
+
+    def counted_passes(*arguments):
+        passes = memory_passes(*arguments)
+        pass_sizes.extend(len(part) for part, _ in passes)
+        return passes
+
+    monkeypatch.setattr(bam.training, "memory_passes", counted_passes)
     distill(split, tasks, data_dir=GLUE_FIXTURE, teacher_store=tmp_path / "unused", out=tmp_path / "split")
+    assert pass_sizes and set(pass_sizes) == {1}  # every batch really was cut into one-example passes
     for name in ("rte.dev", "stsb.dev", "cola.dev"):
         difference = _largest_difference(tmp_path / "whole" / "predictions" / f"{name}.safetensors", tmp_path / "split" / "predictions" / f"{name}.safetensors")
         assert difference < 1e-5
