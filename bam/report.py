@@ -85,15 +85,22 @@ def medians(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def dev_predictions(sweep: Path, condition: str, seed: int, task: str) -> Predictions | None:
-    """The first dev split's predictions of one run, or None where the sweep kept none."""
+def dev_predictions(sweep: Path, condition: str, seed: int, task: str, splits: tuple[str, ...] = ()) -> Predictions | None:
+    """The predictions of one run on its first dev split (the first of `splits` it has), or None where the sweep kept none."""
     base = sweep / f"seed{seed}" / condition
     if condition == "single":  # a teacher-store folder: <split>.safetensors, train included
-        folder, pattern = base / task, "*.safetensors"
+        folder, prefix = base / task, ""
     else:  # a run directory: predictions/<task>.<split>.safetensors
-        folder, pattern = (base / task if condition == "single-single" else base) / "predictions", f"{task}.*.safetensors"
-    candidates = [path for path in sorted(folder.glob(pattern)) if path.name != "train.safetensors"]
-    return read_predictions(candidates[0]) if candidates else None
+        folder, prefix = (base / task if condition == "single-single" else base) / "predictions", f"{task}."
+    found = {path.name[len(prefix) : -len(".safetensors")]: path for path in folder.glob(f"{prefix}*.safetensors")}
+    found.pop("train", None)
+    preferred = [split for split in splits if split in found] or sorted(found)
+    return read_predictions(found[preferred[0]]) if preferred else None
+
+
+def _dev_splits(task: Task | None) -> tuple[str, ...]:
+    """A task's dev split names in the order its spec declares them (local files first, then the hub)."""
+    return () if task is None else tuple(dict.fromkeys([*task.spec.local.dev, *task.spec.hub.dev]))
 
 
 def _task_metric(task: Task):
@@ -123,7 +130,8 @@ def compare(
             bootstraps = []
             if sources.get(target) and sources.get(other) and task != "average":
                 for seed in sorted(set(mine.index) & set(theirs.index)):
-                    a, b = dev_predictions(*sources[target], seed, task), dev_predictions(*sources[other], seed, task)
+                    splits = _dev_splits(tasks[task])
+                    a, b = dev_predictions(*sources[target], seed, task, splits), dev_predictions(*sources[other], seed, task, splits)
                     if a is not None and b is not None:
                         if not (torch.equal(a.ids, b.ids) and torch.equal(a.labels, b.labels)):
                             raise BamError(f"seed {seed}, task {task}: {target} and {other} predicted different dev examples")

@@ -122,3 +122,18 @@ def test_runs_from_different_training_code_are_flagged(sweep, tmp_path):
     results.write_text("\n".join(lines) + "\n")
     report(sweep, tmp_path / "out")
     assert "came from 2 different versions of the training code (aaaa, bbbb)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_bootstrap_reads_the_split_the_task_declares_first(tmp_path):
+    import torch
+
+    from bam.report import dev_predictions
+    from bam.teacher_store import Predictions, write_predictions
+
+    run = tmp_path / "seed0" / "multi" / "predictions"
+    run.mkdir(parents=True)
+    for value, split in enumerate(("dev_extra", "validation", "train")):
+        write_predictions(run / f"toy.{split}.safetensors", Predictions(torch.arange(2), torch.full((2, 1), float(value)), torch.zeros(2)))
+    declared = dev_predictions(tmp_path, "multi", 0, "toy", ("validation", "dev_extra"))
+    assert declared.outputs[0, 0].item() == 1.0
+    assert dev_predictions(tmp_path, "multi", 0, "toy").outputs[0, 0].item() == 0.0  # no spec: alphabetical, train never
