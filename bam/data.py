@@ -14,17 +14,20 @@ the tokenizer's content (not its path), the max length, the split's data
 fingerprint, the library versions and `TOKENIZE_VERSION`. It is written under a
 hidden `.<key>.<random>.partial` name and renamed into place, so processes that
 write the same entry at once all succeed and a killed one leaves only a hidden
-folder that is never read. The cache folder can be deleted at any time.
+folder that is never read (and deleted by the next write a day later). The
+cache folder can be deleted at any time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +266,7 @@ def _store(tokenized: datasets.Dataset, entry: Path, about: dict) -> None:
     # A folder of our own, not `atomic_directory`'s fixed `.NAME.partial`: two processes (two DDP ranks, two sweep
     # workers) may write the same entry at once, and must not delete or fill each other's half-written folder.
     partial = entry.parent / f".{entry.name}.{uuid.uuid4().hex}.partial"
+    _remove_abandoned(entry.parent)
     try:
         partial.mkdir(parents=True)
         tokenized.save_to_disk(str(partial))
@@ -277,6 +281,14 @@ def _store(tokenized: datasets.Dataset, entry: Path, about: dict) -> None:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+def _remove_abandoned(folder: Path, older_than_seconds: float = 24 * 3600) -> None:
+    """Delete half-written entries that killed writers left: no live writer takes a day over one split."""
+    for leftover in folder.glob(".*.partial"):
+        with contextlib.suppress(OSError):
+            if time.time() - leftover.stat().st_mtime > older_than_seconds:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -1,4 +1,6 @@
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +259,18 @@ def test_a_half_written_entry_left_by_a_killed_process_is_ignored_and_redone(cac
         (left / "state.json").unlink()
     again = load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)[0]
     assert as_rows(again) == expected and len(entries(cache)) == 2
+
+
+def test_leftovers_of_killed_writers_are_deleted_after_a_day_and_live_ones_kept(cache, tokenizer):
+    folder = cache / "tokenized"
+    abandoned, live = folder / ".aaaa.1111.partial", folder / ".bbbb.2222.partial"
+    for leftover in (abandoned, live):
+        leftover.mkdir(parents=True)
+        (leftover / "data-00000-of-00001.arrow").write_bytes(b"half")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(abandoned, (two_days_ago, two_days_ago))
+    load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)  # writes two new entries
+    assert not abandoned.exists() and live.is_dir()
 
 
 def test_a_failed_write_leaves_nothing_behind(cache, tokenizer, monkeypatch):
