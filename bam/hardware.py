@@ -6,7 +6,9 @@ matrix products and the process dies with "Illegal instruction".
 `guard_onednn` caps oneDNN below AMX on such machines, and
 `resolve_precision` uses bf16 only where it is fast: CUDA GPUs with bf16, and
 CPUs whose AMX really runs. Elsewhere bf16 on CPU goes through AVX-512 and was
-measured slower than fp32 (see README).
+measured slower than fp32 (see README). Whether AMX runs is tried once, in a
+child process, and the answer handed to bam's own child processes in the
+environment variable BAM_AMX_USABLE (1 or 0).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import os
 import platform
 import subprocess
 import sys
+
+# Where a probe's answer is handed to child processes.
+_ANSWER = "BAM_AMX_USABLE"
 
 # Run in a child process: where AMX is advertised but not enabled, this dies of SIGILL.
 _PROBE = "import torch; a = torch.ones(64, 64, dtype=torch.bfloat16); print((a @ a).sum().item())"
@@ -43,12 +48,16 @@ def amx_usable() -> bool:
     """
     if platform.system() != "Linux" or platform.machine() != "x86_64" or "amx_bf16" not in _cpu_flags():
         return False
+    if os.environ.get(_ANSWER) in ("0", "1"):  # probed already by the process that started this one
+        return os.environ[_ANSWER] == "1"
     environment = {key: value for key, value in os.environ.items() if key != "ONEDNN_MAX_CPU_ISA"}
     try:
-        probe = subprocess.run([sys.executable, "-c", _PROBE], env=environment, capture_output=True, timeout=300)
+        usable = subprocess.run([sys.executable, "-c", _PROBE], env=environment, capture_output=True, timeout=300).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0
+        usable = False
+    # The probe costs about 2 s; sweep workers and DDP ranks inherit the answer instead of probing again.
+    os.environ[_ANSWER] = "1" if usable else "0"
+    return usable
 
 
 def guard_onednn() -> None:

@@ -33,3 +33,25 @@ def test_a_bf16_matrix_product_runs_in_this_process():
 
     a = torch.ones(16, 16, dtype=torch.bfloat16)
     assert (a @ a)[0, 0].item() == 16
+
+
+def test_the_probe_runs_once_and_children_inherit_its_answer(monkeypatch):
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    monkeypatch.setattr(hardware.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
+    monkeypatch.delenv("BAM_AMX_USABLE", raising=False)
+    probes = []
+
+    def probe(*arguments, **options):
+        probes.append(arguments)
+        return hardware.subprocess.CompletedProcess(arguments, returncode=-4)  # SIGILL
+
+    monkeypatch.setattr(hardware.subprocess, "run", probe)
+    hardware.amx_usable.cache_clear()
+    try:
+        assert hardware.amx_usable() is False and os.environ["BAM_AMX_USABLE"] == "0"
+        hardware.amx_usable.cache_clear()  # as in a child process, which starts with an empty cache
+        assert hardware.amx_usable() is False
+        assert len(probes) == 1
+    finally:
+        hardware.amx_usable.cache_clear()
