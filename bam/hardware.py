@@ -8,7 +8,7 @@ matrix products and the process dies with "Illegal instruction".
 CPUs whose AMX really runs. Elsewhere bf16 on CPU goes through AVX-512 and was
 measured slower than fp32 (see README). Whether AMX runs is tried once, in a
 child process, and the answer handed to bam's own child processes in the
-environment variable BAM_AMX_USABLE (1 or 0).
+environment variable BAM_AMX_USABLE (`<boot id>:1` or `<boot id>:0`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 # Where a probe's answer is handed to child processes.
 _ANSWER = "BAM_AMX_USABLE"
@@ -48,16 +49,27 @@ def amx_usable() -> bool:
     """
     if platform.system() != "Linux" or platform.machine() != "x86_64" or "amx_bf16" not in _cpu_flags():
         return False
-    if os.environ.get(_ANSWER) in ("0", "1"):  # probed already by the process that started this one
-        return os.environ[_ANSWER] == "1"
+    machine = _boot_id()
+    known, _, answer = os.environ.get(_ANSWER, "").rpartition(":")
+    if known == machine and answer in ("0", "1"):  # probed already, on this machine, by the process that started this one
+        return answer == "1"
     environment = {key: value for key, value in os.environ.items() if key != "ONEDNN_MAX_CPU_ISA"}
     try:
         usable = subprocess.run([sys.executable, "-c", _PROBE], env=environment, capture_output=True, timeout=300).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         usable = False
     # The probe costs about 2 s; sweep workers and DDP ranks inherit the answer instead of probing again.
-    os.environ[_ANSWER] = "1" if usable else "0"
+    # The answer names its machine: a Slurm job inherits the environment of the node that submitted it.
+    os.environ[_ANSWER] = f"{machine}:{int(usable)}"
     return usable
+
+
+def _boot_id() -> str:
+    """This machine's identity since its last boot (Linux)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return platform.node()
 
 
 def guard_onednn() -> None:

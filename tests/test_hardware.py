@@ -49,9 +49,14 @@ def test_the_probe_runs_once_and_children_inherit_its_answer(monkeypatch):
     monkeypatch.setattr(hardware.subprocess, "run", probe)
     hardware.amx_usable.cache_clear()
     try:
-        assert hardware.amx_usable() is False and os.environ["BAM_AMX_USABLE"] == "0"
+        assert hardware.amx_usable() is False and os.environ["BAM_AMX_USABLE"] == f"{hardware._boot_id()}:0"
         hardware.amx_usable.cache_clear()  # as in a child process, which starts with an empty cache
         assert hardware.amx_usable() is False
         assert len(probes) == 1
+        # An answer from another machine (a Slurm job inherits its submitter's environment) is probed again.
+        monkeypatch.setenv("BAM_AMX_USABLE", "another-machine:1")
+        hardware.amx_usable.cache_clear()
+        assert hardware.amx_usable() is False
+        assert len(probes) == 2
     finally:
         hardware.amx_usable.cache_clear()
