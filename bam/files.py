@@ -52,6 +52,14 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def read_json(path: Path):
+    """A JSON file's contents, or one line naming the file if it is not JSON text."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BamError(f"{path}: not valid JSON ({error})") from None
+
+
 def write_json(path: Path, data) -> None:
     """Write JSON through a temporary file and a rename, so readers see all of it or none."""
     temporary = path.with_name(f".{path.name}.tmp")

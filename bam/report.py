@@ -12,7 +12,6 @@ against `glue-mini-bf16/single`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from bam import metrics
 from bam.config import Recipe, build
 from bam.errors import BamError
+from bam.files import read_json
 from bam.statistics import Bootstrap, MannWhitney, mann_whitney, paired_bootstrap, smallest_p, spread
 from bam.tasks import Task, resolve
 from bam.teacher_store import Predictions, read_predictions
@@ -212,9 +212,10 @@ def _sweep_recipe(sweep: Path) -> Recipe | None:
     path = sweep / "sweep.json"
     if not path.is_file():
         return None
+    description = read_json(path)
     try:
-        return build(Recipe, json.loads(path.read_text())["recipe"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        return build(Recipe, description["recipe"])
+    except (KeyError, TypeError) as error:
         raise BamError(f"{path}: not a sweep description ({error})") from None
     except BamError as error:  # a recipe key this version of bam does not know
         raise BamError(f"{path}: {error}") from None

@@ -40,7 +40,7 @@ import pandas as pd
 
 from bam.config import Recipe, load_recipe, to_dict
 from bam.errors import BamError
-from bam.files import write_json
+from bam.files import read_json, write_json
 
 CONDITIONS = ("single", "multi", "bam", "single-single", "multi-multi")
 PER_TASK = ("single", "single-single")
@@ -241,10 +241,7 @@ def _check_or_write_description(path: Path, description: dict) -> None:
     if not path.is_file():
         write_json(path, description)
         return
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BamError(f"{path}: not valid JSON ({error})") from None
+    stored = read_json(path)
     if not isinstance(stored, dict):
         raise BamError(f"{path}: not a sweep description")
     wanted = _flatten(json.loads(json.dumps(description)))

@@ -22,7 +22,6 @@ touches their rows.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from safetensors.torch import save_file
 
 from bam.data import column
 from bam.errors import BamError
-from bam.files import atomic_directory, write_json
+from bam.files import atomic_directory, read_json, write_json
 from bam.tasks import Task
 
 FORMAT = "bam-teacher-store/1"
@@ -160,10 +159,7 @@ def read_manifest(store: Path, task_name: str) -> dict:
     path = store / task_name / "manifest.json"
     if not path.is_file():
         raise BamError(f"teacher store {store} has no finished teacher for task {task_name!r} (run `bam train-teachers RECIPE --tasks {task_name} --out {store}`)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BamError(f"{path}: not valid JSON ({error})") from None
+    manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise BamError(f"{path}: format {found!r} is not {FORMAT!r}")
