@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -154,7 +155,7 @@ def train_teachers_command(recipe, tasks, seed, data_dir, overrides, out):
 )
 @click.option("--teacher-weight", type=float, help="With --anneal constant: the teacher's fixed weight 1 - lambda.")
 @click.option("--teachers", "teacher_store", type=click.Path(file_okay=False, path_type=Path), default=Path("teachers"), show_default=True, help="Teacher store to read.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory. Default: runs/<recipe>[-<tasks>]-<anneal>-seed<N>.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory. Default: runs/<recipe>[-<tasks>]-<anneal>-seed<N>, plus -set<hash> with --set overrides.")
 @reports_errors
 def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_weight, teacher_store, out):
     """Train one multi-task student on all tasks of RECIPE, distilled from the teacher store."""
@@ -166,12 +167,19 @@ def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_we
     if teacher_weight is not None and loaded.student.anneal != "constant":
         raise BamError(f"--teacher-weight applies only with --anneal constant (this run anneals {loaded.student.anneal!r})")
     folder = data_directory(str(data_dir) if data_dir else None)
-    subset = "-" + "+".join(task.name for task in chosen) if tasks else ""
-    out = out or Path("runs") / f"{recipe.stem}{subset}-{loaded.student.anneal}-seed{loaded.seed}"
+    out = out or default_run_folder(recipe, loaded, chosen if tasks else [], overrides)
     started = time.perf_counter()
     with progress_bars() as start:
         results = distill(loaded, chosen, data_dir=folder, teacher_store=teacher_store, out=out, progress=start("student"))
     console.print(summary_table(f"Student (dev), run {out}", results, time.perf_counter() - started))
+
+
+def default_run_folder(recipe: Path, loaded, subset: list, overrides: tuple[str, ...]) -> Path:
+    """runs/<recipe>[-<tasks>]-<anneal>[<teacher weight>]-seed<N>[-set<hash>]: runs with other settings never share a folder."""
+    tasks = "-" + "+".join(task.name for task in subset) if subset else ""
+    weight = f"{loaded.student.teacher_weight:g}" if loaded.student.anneal == "constant" else ""
+    settings = "-set" + hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:6] if overrides else ""
+    return Path("runs") / f"{recipe.stem}{tasks}-{loaded.student.anneal}{weight}-seed{loaded.seed}{settings}"
 
 
 @main.command("sweep")

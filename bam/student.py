@@ -23,7 +23,7 @@ from bam.data import column, load_tokenized
 from bam.files import atomic_directory, check_writable, code_fingerprint, write_json
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
-from bam.teacher_store import Predictions, read_manifest, read_teacher, write_predictions, write_teacher
+from bam.teacher_store import Predictions, read_teacher, write_predictions, write_teacher
 from bam.teachers import teacher_details
 from bam.training import ProgressCallback, accelerator, evaluate, fit, predict, seed_everything
 
@@ -49,13 +49,14 @@ def distill(
     tokenizer = load_tokenizer(recipe.model)
     prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
     train_sets = {data.task.name: data.train for data, _ in prepared}
-    teacher_outputs, teacher_checksums = None, {}
+    teachers = {}
     if config.anneal != "none":
-        teacher_outputs = {
+        teachers = {
             data.task.name: read_teacher(teacher_store, data.task, torch.as_tensor(column(data.train, "id")), train_fingerprint)
             for data, train_fingerprint in prepared
         }
-        teacher_checksums = {task.name: read_manifest(teacher_store, task.name)["files"]["train"]["sha256"] for task in tasks}
+    teacher_outputs = {name: teacher.outputs for name, teacher in teachers.items()} or None
+    teacher_checksums = {name: teacher.sha256 for name, teacher in teachers.items()}
     check_writable(out)
     fingerprints = {data.task.name: train_fingerprint for data, train_fingerprint in prepared}
     checkpointing = Checkpointing(checkpoint_folder(out), recipe.checkpoint_every, run_key(to_dict(recipe), fingerprints, teacher_checksums))

@@ -174,7 +174,15 @@ def read_manifest(store: Path, task_name: str) -> dict:
     return manifest
 
 
-def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerprint: str) -> torch.Tensor:
+@dataclass(frozen=True)
+class Teacher:
+    """A teacher's training-set outputs, and the checksum of the file they were verified against."""
+
+    outputs: torch.Tensor
+    sha256: str
+
+
+def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerprint: str) -> Teacher:
     """The teacher's training-set outputs, row-aligned with `train_ids`, after checking they belong to this data."""
     manifest = read_manifest(store, task.name)
     where = f"teacher store {store}, task {task.name!r}"
@@ -200,7 +208,7 @@ def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerp
     outputs = read_predictions(path).outputs
     if outputs.shape[-1] != task.output_size:  # rows were checked with the ids
         raise BamError(f"{where}: teacher outputs have shape {tuple(outputs.shape)}, the task needs {len(train_ids)} x {task.output_size}")
-    return outputs
+    return Teacher(outputs, sha256)
 
 
 def _check_ids(path: Path, train_ids: torch.Tensor, where: str) -> None:

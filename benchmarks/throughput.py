@@ -169,7 +169,7 @@ def measure_bam(options, anneal: str | None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         if anneal == "linear":
             store = _teacher_store(Path(scratch), task, data, fingerprint, torch.Generator().manual_seed(0))
-            teacher_outputs = {task.name: read_teacher(store, task, torch.as_tensor(column(data.train, "id")), fingerprint)}
+            teacher_outputs = {task.name: read_teacher(store, task, torch.as_tensor(column(data.train, "id")), fingerprint).outputs}
         seed_everything(0)
         model = MultiTaskModel(load_encoder(recipe.model), [task], "mean")
         reports = []
@@ -200,7 +200,7 @@ def measure_distill_work(options, repeats: int = 200) -> dict:
         from bam.teacher_store import read_teacher
 
         store = _teacher_store(Path(scratch), task, data, fingerprint, torch.Generator().manual_seed(0))
-        outputs = read_teacher(store, task, torch.as_tensor(column(data.train, "id")), fingerprint)
+        outputs = read_teacher(store, task, torch.as_tensor(column(data.train, "id")), fingerprint).outputs
         batches = length_grouped_batches(column(data.train, "length"), options["batch_size"], np.random.default_rng(0))
         labels = torch.as_tensor(column(data.train, "label"))
         started = time.perf_counter()
@@ -253,7 +253,7 @@ def measure_glue_mini_memory(options) -> dict:
         teacher_outputs = {}
         for data, fingerprint in prepared:
             store = _teacher_store(Path(scratch), data.task, data, fingerprint, generator)
-            teacher_outputs[data.task.name] = read_teacher(store, data.task, torch.as_tensor(column(data.train, "id")), fingerprint)
+            teacher_outputs[data.task.name] = read_teacher(store, data.task, torch.as_tensor(column(data.train, "id")), fingerprint).outputs
         seed_everything(0)
         model = MultiTaskModel(load_encoder(recipe.model), tasks, recipe.pooling)
         train_sets = {data.task.name: data.train for data, _ in prepared}
@@ -280,7 +280,7 @@ def measure_store_open(rows: int) -> dict:
         del predictions
         before = _resident_gb()
         started = time.perf_counter()
-        outputs = read_teacher(Path(scratch), mnli, ids, "synthetic")
+        outputs = read_teacher(Path(scratch), mnli, ids, "synthetic").outputs
         seconds = time.perf_counter() - started
         added = _resident_gb() - before
         del outputs

@@ -1,5 +1,6 @@
 """End-to-end: both stages through the `bam` command on the tiny encoder and the fixture data."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bam.cli import main
+from bam.cli import default_run_folder, main
+from bam.config import load_recipe
 
 from conftest import GLUE_FIXTURE, write_recipe
 
@@ -82,6 +84,19 @@ def test_default_run_directory_names_a_task_subset(trained, tmp_path, monkeypatc
     result = bam("distill", recipe, "--anneal", "none", "--data-dir", GLUE_FIXTURE, "--tasks", "rte")
     assert result.exit_code == 0, result.output
     assert [path.name for path in (tmp_path / "runs").iterdir()] == [f"{Path(recipe).stem}-rte-none-seed0"]
+
+
+def test_default_run_directory_tells_settings_apart(tiny_recipe):
+    recipe = load_recipe(tiny_recipe)
+    constant = dataclasses.replace(recipe, student=dataclasses.replace(recipe.student, anneal="constant", teacher_weight=0.3))
+    plain = default_run_folder(Path("r.toml"), recipe, [], ())
+    assert plain == Path("runs/r-linear-seed0")
+    assert default_run_folder(Path("r.toml"), constant, [], ()) == Path("runs/r-constant0.3-seed0")
+    epochs = default_run_folder(Path("r.toml"), recipe, [], ("student.epochs=1",))
+    assert epochs.name.startswith("r-linear-seed0-set") and epochs != plain
+    assert epochs != default_run_folder(Path("r.toml"), recipe, [], ("student.epochs=2",))
+    both = ("student.epochs=1", "student.learning_rate=1e-5")
+    assert default_run_folder(Path("r.toml"), recipe, [], both) == default_run_folder(Path("r.toml"), recipe, [], both[::-1])
 
 
 def test_teacher_weight_without_constant_annealing_is_refused(trained, tmp_path):

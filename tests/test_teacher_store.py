@@ -1,3 +1,4 @@
+import hashlib
 import json
 import shutil
 import stat
@@ -30,8 +31,10 @@ def store_with_rte(tmp_path):
 
 def test_round_trip(tmp_path):
     store = store_with_rte(tmp_path)
-    assert torch.equal(read_teacher(store, RTE, IDS, "abc"), OUTPUTS)
+    teacher = read_teacher(store, RTE, IDS, "abc")
     manifest = read_manifest(store, "rte")
+    assert torch.equal(teacher.outputs, OUTPUTS)
+    assert teacher.sha256 == manifest["files"]["train"]["sha256"] == hashlib.sha256((store / "rte" / "train.safetensors").read_bytes()).hexdigest()
     assert manifest["labels"] == ["entailment", "not_entailment"] and manifest["seed"] == 3
     assert manifest["files"]["dev"]["examples"] == 2
     assert sorted(path.name for path in store.iterdir()) == ["rte"]  # no scratch folders left behind
@@ -183,7 +186,7 @@ def test_a_million_row_store_is_mapped_not_read(large_store):
     train_ids = torch.arange(MILLION)
     size = written.outputs.nbytes  # 12 MB: large enough that a copy could not hide in noise
     before = resident_bytes()
-    outputs = read_teacher(store, MNLI, train_ids, "synthetic")
+    outputs = read_teacher(store, MNLI, train_ids, "synthetic").outputs
     opened = resident_bytes()
     assert opened - before < size // 4, f"opening grew resident memory by {(opened - before) >> 20} MB for {size >> 20} MB of outputs"
     assert str((store / "mnli" / "train.safetensors").resolve()) in Path("/proc/self/maps").read_text()
