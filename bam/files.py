@@ -52,6 +52,30 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def exclusive(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an advisory lock for the block; a second process that asks for it is refused at once.
+
+    Two `bam sweep` commands on one folder would train the same runs twice and
+    overwrite each other's checkpoints. The operating system drops the lock when
+    its process ends, even by `kill -9`, so a stale lock never blocks a resume.
+    """
+    import fcntl  # POSIX only, like the rest of the process handling
+
+    with open(lock_file, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise BamError(f"{what} is in use by another bam process (pid {holder}, lock {lock_file}); wait for it to end or use another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
 def read_json(path: Path):
     """A JSON file's contents, or one line naming the file if it is not JSON text."""
     try:

@@ -9,8 +9,9 @@ The conditions are the BAM paper's:
     multi-multi    a multi-task student taught by that seed's `multi` model
 
 A sweep folder holds `sweep.json` (the resolved recipe and data source, which
-a resumed sweep must match), one folder per run, `results.csv` and, for runs
-that failed, their tracebacks under `errors/`:
+a resumed sweep must match), `sweep.lock` (held while a `bam sweep` works in the
+folder), one folder per run, `results.csv` and, for runs that failed, their
+tracebacks under `errors/`:
 
     seed<N>/single/<task>/          the teacher store of seed N (one run per task)
     seed<N>/multi/                  run directory, with teachers/: its own predictions, for multi-multi
@@ -40,7 +41,7 @@ import pandas as pd
 
 from bam.config import Recipe, load_recipe, to_dict
 from bam.errors import BamError
-from bam.files import read_json, write_json
+from bam.files import exclusive, read_json, write_json
 
 CONDITIONS = ("single", "multi", "bam", "single-single", "multi-multi")
 PER_TASK = ("single", "single-single")
@@ -170,64 +171,69 @@ def run_sweep(
     if out.exists() and not out.is_dir():
         raise BamError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": str(data_dir.resolve()) if data_dir else "hub"})
-    runs = plan(tasks, seeds, conditions)
-    pending = [run for run in runs if not run.is_done(out)]
-    for run in runs:
-        if run not in pending:
-            on_event("skipped", run)
-    capacity = len(runs) if executor is not None else workers
-    if executor is None:
-        threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
-    arguments = (str(out), to_dict(recipe))
-    pool = None
-    if executor is None and workers > 1:
-        pool = executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    with exclusive(out / "sweep.lock", f"sweep folder {out}"):
+        _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": str(data_dir.resolve()) if data_dir else "hub"})
+        runs = plan(tasks, seeds, conditions)
+        pending = [run for run in runs if not run.is_done(out)]
+        for run in runs:
+            if run not in pending:
+                on_event("skipped", run)
+        if executor is None:
+            threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
+        data = str(data_dir.resolve()) if data_dir else None
+        pool = None
+        if executor is None and workers > 1:
+            pool = executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
-    def submit(run: Run):
-        call = (execute, *arguments, run, str(data_dir.resolve()) if data_dir else None, threads)
-        on_event("started", run)
-        return _Done(lambda: call[0](*call[1:])) if executor is None else executor.submit(*call)
+        def submit(run: Run):
+            on_event("started", run)
+            job = (str(out), to_dict(recipe), run, data, threads)
+            return _Done(lambda: execute(*job)) if executor is None else executor.submit(execute, *job)
 
-    failed: list[tuple[Run, Exception]] = []
-    in_flight: dict[Run, object] = {}
-    try:
-        while pending or in_flight:
-            failed_runs = {run for run, _ in failed}
-            for run in list(pending):
-                if any(need in failed_runs for need in run.needs(tasks)):
-                    pending.remove(run)
-                    failed.append((run, BamError("not run: a run it needs failed")))
-                    on_event("not run", run)
-            startable = [run for run in pending if all(need.is_done(out) for need in run.needs(tasks))]
-            if not startable and not in_flight:
-                failed.extend((run, BamError("not run: a run it needs did not finish")) for run in pending)
-                break
-            for run in startable[: capacity - len(in_flight)]:
-                pending.remove(run)
-                in_flight[run] = submit(run)
-            finished = [run for run, handle in in_flight.items() if handle.done()]
-            for run in finished:
-                try:
-                    in_flight.pop(run).result()
-                    on_event("finished", run)
-                except Exception as error:  # one failed run must not stop the others
-                    failed.append((run, error))
-                    _keep_traceback(out, run, error)
-                    on_event("failed", run)
-            if in_flight and not finished:
-                time.sleep(0.5)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    table = collect(out, tasks)
-    _write_csv(table, out / "results.csv")
+        try:
+            failed = _schedule(pending, tasks, out, submit, len(runs) if executor is not None else workers, on_event)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        table = collect(out, tasks)
+        _write_csv(table, out / "results.csv")
     if failed:
         run, error = failed[0]
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BamError(f"{len(failed)} run(s) failed; first: {run.name}: {message} (tracebacks in {out / 'errors'})")
     return table
 
+
+def _schedule(pending: list[Run], tasks: Sequence[str], out: Path, submit, capacity: int, on_event) -> list[tuple[Run, Exception]]:
+    """Start every run once what it needs has finished, at most `capacity` at a time; returns the runs that failed."""
+    failed: list[tuple[Run, Exception]] = []
+    in_flight: dict[Run, object] = {}
+    while pending or in_flight:
+        failed_runs = {run for run, _ in failed}
+        for run in list(pending):
+            if any(need in failed_runs for need in run.needs(tasks)):
+                pending.remove(run)
+                failed.append((run, BamError("not run: a run it needs failed")))
+                on_event("not run", run)
+        startable = [run for run in pending if all(need.is_done(out) for need in run.needs(tasks))]
+        if not startable and not in_flight:
+            failed.extend((run, BamError("not run: a run it needs did not finish")) for run in pending)
+            break
+        for run in startable[: capacity - len(in_flight)]:
+            pending.remove(run)
+            in_flight[run] = submit(run)
+        finished = [run for run, handle in in_flight.items() if handle.done()]
+        for run in finished:
+            try:
+                in_flight.pop(run).result()
+                on_event("finished", run)
+            except Exception as error:  # one failed run must not stop the others
+                failed.append((run, error))
+                _keep_traceback(out, run, error)
+                on_event("failed", run)
+        if in_flight and not finished:
+            time.sleep(0.5)
+    return failed
 
 def _keep_traceback(out: Path, run: Run, error: Exception) -> None:
     """A failed run's full traceback, for debugging; the command line shows one line."""
@@ -244,15 +250,12 @@ def _check_or_write_description(path: Path, description: dict) -> None:
     stored = read_json(path)
     if not isinstance(stored, dict):
         raise BamError(f"{path}: not a sweep description")
-    wanted = _flatten(json.loads(json.dumps(description)))
-    stored = _flatten(stored)
-    differing = sorted(key for key in wanted.keys() | stored.keys() if wanted.get(key, "(absent)") != stored.get(key, "(absent)"))
+    wanted, stored = _flatten(json.loads(json.dumps(description))), _flatten(stored)
+    there, now = (lambda key: stored.get(key, "(absent)")), (lambda key: wanted.get(key, "(absent)"))
+    differing = sorted(key for key in wanted.keys() | stored.keys() if there(key) != now(key))
     if differing:
         key = differing[0]
-        raise BamError(
-            f"{path.parent}: this sweep folder was made with other settings ({key}: {stored.get(key, '(absent)')!r} there, "
-            f"{wanted.get(key, '(absent)')!r} now); use another --out"
-        )
+        raise BamError(f"{path.parent}: this sweep folder was made with other settings ({key}: {there(key)!r} there, {now(key)!r} now); use another --out")
 
 
 def _flatten(table: dict, prefix: str = "") -> dict:

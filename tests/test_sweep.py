@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from bam.errors import BamError
+from bam.files import exclusive
 from bam.report import report
 from bam.sweep import Run, plan, run_sweep
 
@@ -73,6 +74,16 @@ def test_a_sweep_folder_refuses_other_settings(recipe, tmp_path):
     sweep(recipe, tmp_path / "sweep", seeds=[0], conditions=["single"])
     with pytest.raises(BamError, match=r"made with other settings \(recipe.max_length: 32 there, 16 now\)"):
         sweep(recipe, tmp_path / "sweep", seeds=[0], conditions=["single"], overrides=['tasks=["rte","stsb"]', "max_length=16"])
+
+
+def test_a_sweep_folder_in_use_is_refused_and_the_lock_ends_with_its_holder(recipe, tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    with exclusive(out / "sweep.lock", "held by this test"):
+        with pytest.raises(BamError, match=rf"sweep folder {out} is in use by another bam process \(pid {os.getpid()}, lock"):
+            sweep(recipe, out, seeds=[0], conditions=["single"])
+    assert not list(out.glob("seed*")), "the refused sweep started a run"
+    sweep(recipe, out, seeds=[0], conditions=["single"])  # the lock is gone with its holder (after a kill -9 too: see below)
 
 
 def test_killed_sweep_resumes_to_the_same_table_with_every_run_done_once(recipe, tmp_path):
