@@ -39,6 +39,7 @@ class TrainConfig:
     weight_decay: float = setting(0.01, "AdamW weight decay, not applied to biases and LayerNorm weights")
     max_grad_norm: float = setting(1.0, "gradients are clipped to this global norm")
     task_sampling_alpha: float = setting(0.75, "tasks are sampled in proportion to |D|^alpha (1 proportional, 0 uniform)")
+    length_group_batches: int = setting(50, "batches per length-sorted group: more means less padding, fewer means more random batches (1: random)")
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,7 @@ def _ranges(recipe: Recipe):
         yield f"{section}.weight_decay", config.weight_decay, lambda value: value >= 0, "at least 0"
         yield f"{section}.max_grad_norm", config.max_grad_norm, *positive
         yield f"{section}.task_sampling_alpha", config.task_sampling_alpha, lambda value: value >= 0, "at least 0"
+        yield f"{section}.length_group_batches", config.length_group_batches, lambda value: value >= 1, "at least 1"
     yield "student.teacher_weight", recipe.student.teacher_weight, *unit
 
 

@@ -291,14 +291,16 @@ def _remove_abandoned(folder: Path, older_than_seconds: float = 24 * 3600) -> No
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group_batches: int = 50) -> list[np.ndarray]:
     """Shuffled batches of similar-length examples, so padding stays small but order stays random.
 
-    The examples are shuffled, cut into groups of 50 batches, sorted by length
-    inside each group, split into batches, and the batches shuffled.
+    The examples are shuffled, cut into groups of `group_batches` batches, sorted
+    by length inside each group, split into batches, and the batches shuffled.
+    A group as large as the data set sorts all of it: every epoch then cuts
+    nearly the same batches, each of one narrow length range.
     """
     order = rng.permutation(len(lengths))
-    group = batch_size * 50
+    group = batch_size * group_batches
     batches = []
     for start in range(0, len(order), group):
         chunk = order[start : start + group]

@@ -192,7 +192,7 @@ def fit(
     schedule = task_schedule(sizes, config.task_sampling_alpha, steps, rng)
     lengths = {task.name: column(train_sets[task.name], "length") for task in tasks}
     batches = [
-        endless_batches(lambda task_lengths=lengths[task.name]: length_grouped_batches(task_lengths, config.batch_size, rng))
+        endless_batches(lambda task_lengths=lengths[task.name]: length_grouped_batches(task_lengths, config.batch_size, rng, config.length_group_batches))
         for task in tasks
     ]
     # The fused kernel updates all parameters in one pass. Profiled on MiniLM, 1 CPU thread: 57-68 ms per step

@@ -106,6 +106,20 @@ def test_length_grouped_batches_cover_every_example_once_with_similar_lengths():
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
 
 
+def test_smaller_length_groups_give_more_random_batches():
+    lengths = np.random.default_rng(0).integers(5, 128, size=1000)
+    spreads = {}
+    for group_batches in (1, 4, 100):
+        batches = length_grouped_batches(lengths, 16, np.random.default_rng(1), group_batches)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        spreads[group_batches] = np.mean([lengths[batch].max() - lengths[batch].min() for batch in batches])
+    assert spreads[1] > 90 and spreads[4] < spreads[1] / 2 and spreads[100] < 3, spreads
+    # One group holding the whole set cuts the same batches every epoch, whatever the shuffle (lengths all differ here).
+    distinct = np.random.default_rng(2).permutation(1000)
+    epochs = [length_grouped_batches(distinct, 16, np.random.default_rng(seed), 100) for seed in (3, 4)]
+    assert sorted(map(tuple, map(sorted, epochs[0]))) == sorted(map(tuple, map(sorted, epochs[1])))
+
+
 def test_hub_path_maps_label_indices_and_named_splits(monkeypatch):
     import datasets
 
