@@ -20,12 +20,12 @@ from bam import metrics
 from bam.config import Recipe, to_dict
 from bam.checkpoints import Checkpointing, checkpoint_folder, remove_checkpoints, run_key
 from bam.data import column, load_tokenized
-from bam.files import atomic_directory, check_writable, code_fingerprint, write_json
+from bam.files import atomic_directory, check_writable, write_json
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
 from bam.teacher_store import Predictions, read_teacher, write_predictions, write_teacher
 from bam.teachers import teacher_details
-from bam.training import ProgressCallback, accelerator, evaluate, fit, predict, seed_everything
+from bam.training import ProgressCallback, accelerator, evaluate, fit, predict, run_facts, seed_everything
 
 
 def distill(
@@ -100,11 +100,7 @@ def distill(
                 write_teacher(partial / "teachers", data.task, predictions=split_predictions, train_fingerprint=train_fingerprint, details=details, save_model=None)
             sources = {"data_dir": str(data_dir) if data_dir else "hub", "teacher_store": str(teacher_store) if teacher_outputs else None}
             write_json(partial / "config.json", {**to_dict(recipe), **sources})
-            about = {
-                "wall_seconds": time.perf_counter() - started, "code": code_fingerprint(),
-                "threads": torch.get_num_threads(), "processes": accelerator().num_processes,
-            }  # fmt: skip
-            write_json(partial / "run.json", about)
+            write_json(partial / "run.json", {"wall_seconds": time.perf_counter() - started, **run_facts(recipe.precision)})
             write_json(partial / "metrics.json", results)
         remove_checkpoints(out)
     accelerator().wait_for_everyone()

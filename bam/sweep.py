@@ -270,7 +270,7 @@ def _flatten(table: dict, prefix: str = "") -> dict:
 
 
 # What each row tells about its run besides scores, from a teacher's manifest or a run's run.json.
-RUN_FACTS = ("wall_seconds", "code", "threads", "processes")
+RUN_FACTS = ("wall_seconds", "code", "threads", "processes", "precision")
 
 
 def _run_rows(sweep: Path, run: Run) -> list[dict]:

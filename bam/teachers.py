@@ -15,17 +15,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from bam import metrics
 from bam.config import Recipe, to_dict
 from bam.checkpoints import Checkpointing, checkpoint_folder, remove_checkpoints, run_key
 from bam.data import TaskData, load_tokenized
-from bam.files import check_writable, code_fingerprint
+from bam.files import check_writable
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
 from bam.teacher_store import Predictions, write_teacher
-from bam.training import ProgressCallback, accelerator, evaluate, fit, predict, seed_everything
+from bam.training import ProgressCallback, accelerator, evaluate, fit, predict, run_facts, seed_everything
 
 
 def train_teacher(
@@ -76,9 +74,7 @@ def teacher_details(recipe: Recipe, dev_metrics: dict, started: float) -> dict:
         "dev_metrics": dev_metrics,
         "recipe": to_dict(recipe),
         "wall_seconds": time.perf_counter() - started,
-        "code": code_fingerprint(),
-        "threads": torch.get_num_threads(),
-        "processes": accelerator().num_processes,
+        **run_facts(recipe.precision),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -36,6 +36,7 @@ from bam.checkpoints import Checkpointing, latest_checkpoint, load_checkpoint, s
 from bam.config import TrainConfig
 from bam.data import column, length_grouped_batches
 from bam.distillation import blend, gold_weight
+from bam.files import code_fingerprint
 from bam.hardware import resolve_precision
 from bam.model import MultiTaskModel, parameter_groups
 from bam.sampling import endless_batches, task_schedule, total_steps
@@ -96,6 +97,14 @@ def accelerator():
 
 def device() -> torch.device:
     return accelerator().device
+
+
+def run_facts(precision: str) -> dict:
+    """What shapes a run's numbers besides its recipe: the code, the thread and process counts, the precision used."""
+    return {
+        "code": code_fingerprint(), "threads": torch.get_num_threads(), "processes": accelerator().num_processes,
+        "precision": resolve_precision(precision, device().type),
+    }  # fmt: skip
 
 
 def autocast(precision: str, on: torch.device):

@@ -12,6 +12,7 @@ import pytest
 
 from bam.errors import BamError
 from bam.files import exclusive
+from bam.hardware import resolve_precision
 from bam.report import report
 from bam.sweep import Run, plan, run_sweep
 
@@ -48,8 +49,9 @@ def without_time(table: pd.DataFrame) -> pd.DataFrame:
 def test_results_table_has_a_row_per_run_and_task_and_averages(recipe, tmp_path):
     table = sweep(recipe, tmp_path / "sweep", conditions=["single", "multi", "bam", "single-single", "multi-multi"])
     assert list(table.columns[:4]) == ["condition", "seed", "task", "score"]
-    assert {"accuracy", "pearson", "spearman", "wall_seconds", "code", "threads", "processes"} <= set(table.columns)
+    assert {"accuracy", "pearson", "spearman", "wall_seconds", "code", "threads", "processes", "precision"} <= set(table.columns)
     assert set(table["processes"].astype(str)) == {"1"}
+    assert set(table["precision"]) == {resolve_precision("auto", "cpu")}
     counts = table.groupby("condition").size().to_dict()
     # per seed: 2 tasks + 1 average row, for each of 5 conditions, 2 seeds
     assert counts == {condition: 6 for condition in ("single", "multi", "bam", "single-single", "multi-multi")}
