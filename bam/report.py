@@ -1,6 +1,6 @@
 """`bam report`: medians, spreads, significance tests and plots for finished sweeps.
 
-read (results.csv, sweep.json, dev predictions) -> compare (the target
+read (each sweep's finished runs, or a bare results.csv; dev predictions) -> compare (the target
 condition, `bam` by default, against every other: Mann-Whitney U over seeds
 per task and on the average, paired bootstrap over dev examples per seed) ->
 write `report.md` and one PNG per task under the analysis folder.
@@ -24,6 +24,7 @@ from bam.config import Recipe, build
 from bam.errors import BamError
 from bam.files import read_json
 from bam.statistics import Bootstrap, MannWhitney, mann_whitney, paired_bootstrap, smallest_p, spread
+from bam.sweep import collect
 from bam.tasks import Task, resolve
 from bam.teacher_store import Predictions, read_predictions
 
@@ -39,6 +40,12 @@ class Comparison:
     greater: MannWhitney
     two_sided: MannWhitney
     bootstraps: tuple[Bootstrap, ...]  # one per seed both conditions ran, when predictions exist
+    seed_differences: tuple[float, ...] = ()  # target minus other, per seed both ran (same seed: same data order)
+
+    def same_seed(self) -> str:
+        """The same-seed differences in brief: median [min, max] (count)."""
+        values = self.seed_differences
+        return f"{np.median(values):+.2f} [{min(values):+.2f}, {max(values):+.2f}] ({len(values)})" if values else "–"
 
     def sentence(self) -> str:
         verb = "beats" if self.greater.p < 0.05 and self.median_difference > 0 else "does not significantly beat"
@@ -127,9 +134,9 @@ def compare(
             theirs = rows[rows["condition"] == other].set_index("seed")["score"]
             if mine.empty or theirs.empty:
                 continue
-            bootstraps = []
+            bootstraps, common = [], sorted(set(mine.index) & set(theirs.index))
             if sources.get(target) and sources.get(other) and task != "average":
-                for seed in sorted(set(mine.index) & set(theirs.index)):
+                for seed in common:
                     splits = _dev_splits(tasks[task])
                     a, b = dev_predictions(*sources[target], seed, task, splits), dev_predictions(*sources[other], seed, task, splits)
                     if a is not None and b is not None:
@@ -142,7 +149,7 @@ def compare(
                     task, target, other, float(np.median(mine) - np.median(theirs)),
                     mann_whitney(mine.to_numpy(), theirs.to_numpy(), "greater"),
                     mann_whitney(mine.to_numpy(), theirs.to_numpy(), "two-sided"),
-                    tuple(bootstraps),
+                    tuple(bootstraps), tuple(float(mine[seed] - theirs[seed]) for seed in common),
                 )  # fmt: skip
             )
     return comparisons
@@ -194,13 +201,13 @@ def write_markdown(path: Path, name: str, summary: pd.DataFrame, comparisons: li
         if column in runs.columns and runs[column].nunique() > 1:
             values = ", ".join(sorted(runs[column].astype(str).unique()))
             lines += ["", f"**Warning:** the runs came from {runs[column].nunique()} different {what} ({values})."]
-    lines += ["", "## Tests", "", f"Mann-Whitney U over seeds (U counts pairs where the first condition scores higher); paired bootstrap over dev examples ({samples} resamples, first dev split) per seed run by both conditions.", ""]
-    lines.append("| task | comparison | median diff | U | p (one-sided) | p (two-sided) | n | bootstrap p per seed |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines += ["", "## Tests", "", f"Mann-Whitney U over seeds (U counts pairs where the first condition scores higher); same-seed differences (runs with one seed share data order, and initialisation where the models match); paired bootstrap over dev examples ({samples} resamples, first dev split) per seed run by both conditions.", ""]
+    lines.append("| task | comparison | median diff | same-seed diff: median [min, max] (seeds) | U | p (one-sided) | p (two-sided) | n | bootstrap p per seed |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for item in comparisons:
         boots = ", ".join(f"{boot.p:.3f}" for boot in item.bootstraps) or "–"
         lines.append(
-            f"| {item.task} | {item.target} > {item.other} | {item.median_difference:+.2f} | {item.greater.u:g} | "
+            f"| {item.task} | {item.target} > {item.other} | {item.median_difference:+.2f} | {item.same_seed()} | {item.greater.u:g} | "
             f"{item.greater.p:.3g} | {item.two_sided.p:.3g} | {item.greater.n_a} vs {item.greater.n_b} | {boots} |"
         )
     lines += ["", "## In words", ""] + [f"- {item.sentence()}" for item in comparisons]
@@ -233,13 +240,14 @@ def load_sweeps(sweeps: list[Path]) -> tuple[pd.DataFrame, dict[str, Task | None
         raise BamError(f"two sweep folders are named {repeated[0]!r}: the report names conditions after their folder")
     tables, tasks, sources = [], {}, {}
     for sweep, name in zip(sweeps, names):
-        table = load_results(sweep)
         recipe = _sweep_recipe(sweep)
+        if recipe:  # the finished runs themselves: results.csv may predate runs finished since
+            specs = {task.name: task for task in resolve(recipe)}
+            table = collect(sweep, list(specs))
+        else:  # a bare results table
+            table = load_results(sweep)
+            specs = {task: None for task in table["task"] if task != "average"}
         known = [task for task in dict.fromkeys(table["task"]) if task != "average"]
-        specs = {task.name: task for task in resolve(recipe)} if recipe else {task: None for task in known}
-        unknown = [task for task in known if task not in specs]
-        if unknown:
-            raise BamError(f"{sweep}: results.csv has task {unknown[0]!r}, which the sweep's recipe does not")
         tasks.update({task: tasks.get(task) or specs[task] for task in known})
         conditions = list(dict.fromkeys(table["condition"]))
         labels = conditions if len(sweeps) == 1 else [f"{name}/{condition}" for condition in conditions]

@@ -8,6 +8,7 @@ paired bootstrap over dev examples (as the paper does for its dev-set table).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import comb
@@ -45,14 +46,30 @@ class MannWhitney:
 def mann_whitney(a: Sequence[float], b: Sequence[float], alternative: str = "greater") -> MannWhitney:
     """scipy's test; "greater" asks whether `a` tends to be larger than `b`.
 
-    Without ties the exact distribution; with ties (common: dev-set scores take
-    few values) a permutation test, which is exact while the orderings are
-    fewer than its resamples, instead of scipy's default normal approximation.
+    Without ties, scipy's exact distribution. With ties (common: dev-set scores
+    take few values) not scipy's default normal approximation but a permutation
+    test: over every split of the pooled scores while there are at most 100,000
+    (scipy's own refuses a side with one score), else 9,999 random ones.
     """
     has_ties = len(set(map(float, a)) | set(map(float, b))) < len(a) + len(b)
+    if has_ties and comb(len(a) + len(b), len(a)) <= 100_000:
+        return _every_split(np.asarray(a, dtype=float), np.asarray(b, dtype=float), alternative)
     method = stats.PermutationMethod(n_resamples=9999, random_state=0) if has_ties else "exact"
     result = stats.mannwhitneyu(a, b, alternative=alternative, method=method)
     return MannWhitney(float(result.statistic), float(result.pvalue), len(a), len(b), alternative)
+
+
+def _every_split(a: np.ndarray, b: np.ndarray, alternative: str) -> MannWhitney:
+    """The exact permutation test: U of `a`, compared with U of every way to pick len(a) of the pooled scores."""
+    ranks = stats.rankdata(np.concatenate([a, b]))  # ties share their mean rank
+    offset = len(a) * (len(a) + 1) / 2
+    u = ranks[: len(a)].sum() - offset
+    picks = np.array(list(itertools.combinations(range(len(ranks)), len(a))))
+    split_u = ranks[picks].sum(axis=1) - offset
+    tolerance = 1e-9 * max(1.0, abs(u))  # sums of half ranks in another order
+    greater, less = np.mean(split_u >= u - tolerance), np.mean(split_u <= u + tolerance)
+    p = {"greater": greater, "less": less, "two-sided": min(1.0, 2 * min(greater, less))}[alternative]
+    return MannWhitney(float(u), float(p), len(a), len(b), alternative)
 
 
 def smallest_p(n_a: int, n_b: int, alternative: str = "greater") -> float:

@@ -226,6 +226,7 @@ def _schedule(pending: list[Run], tasks: Sequence[str], out: Path, submit, capac
         for run in finished:
             try:
                 in_flight.pop(run).result()
+                _write_csv(collect(out, tasks), out / "results.csv")  # current while a long sweep runs
                 on_event("finished", run)
             except Exception as error:  # one failed run must not stop the others
                 failed.append((run, error))

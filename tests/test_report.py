@@ -70,11 +70,12 @@ def test_two_sweeps_compare_conditions_named_after_their_folders(sweep, tmp_path
     _, comparisons = report([changed, sweep], tmp_path / "out", target="toy-changed/multi", baseline="toy-sweep/multi")
     on_rte = next(item for item in comparisons if item.task == "rte")
     assert on_rte.median_difference == 3
+    assert on_rte.seed_differences == (3.0,) * 5  # seed by seed, the same +3
     expected = stats.mannwhitneyu(*_multi_rte_scores(changed, sweep), alternative="greater", method=stats.PermutationMethod())
     assert on_rte.greater.p == pytest.approx(expected.pvalue)
     text = (tmp_path / "out" / "report.md").read_text()
     assert "# Sweep report: toy-changed vs toy-sweep" in text and "| toy-changed/multi | toy-sweep/bam |" not in text
-    assert "toy-changed/multi > toy-sweep/multi" in text
+    assert "| rte | toy-changed/multi > toy-sweep/multi | +3.00 | +3.00 [+3.00, +3.00] (5) |" in text
 
 
 def _plus_three(fields: list[str]) -> list[str]:

@@ -42,6 +42,24 @@ def test_ties_use_an_exact_permutation_test_not_the_normal_approximation():
     assert stats.mannwhitneyu([63, 63, 64], [60, 61, 62], alternative="greater").pvalue < 0.05  # what the default says
 
 
+def test_ties_every_split_agrees_with_scipys_permutation_test():
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(60, 66, 5).astype(float), rng.integers(58, 64, 6).astype(float)
+    for alternative in ("greater", "less", "two-sided"):
+        # 462 splits: scipy's permutation test is exact too when it may draw more than that.
+        expected = stats.mannwhitneyu(a, b, alternative=alternative, method=stats.PermutationMethod(n_resamples=10_000))
+        result = mann_whitney(a, b, alternative)
+        assert (result.u, result.p) == pytest.approx((expected.statistic, expected.pvalue)), alternative
+
+
+def test_one_score_against_several_with_ties():
+    # 64 against (60, 62, 64): U = 2.5. Pooled ranks 1, 2, 3.5, 3.5: the lone score is any of them with
+    # probability 1/4, so U takes 0, 1, 2.5, 2.5 and P(U >= 2.5) = 1/2.
+    result = mann_whitney([64], [60, 62, 64])
+    assert result.u == 2.5 and result.p == pytest.approx(0.5)
+    assert mann_whitney([64], [60, 62, 64], "two-sided").p == pytest.approx(1.0)
+
+
 def accuracy(gold, predicted):
     return float(np.mean(gold == predicted))
 

@@ -60,9 +60,12 @@ def test_results_table_has_a_row_per_run_and_task_and_averages(recipe, tmp_path)
     assert pd.read_csv(tmp_path / "sweep" / "results.csv").shape == table.shape
     assert (tmp_path / "sweep" / "seed1" / "bam" / "predictions" / "rte.dev.safetensors").is_file()
     # The report finds every condition's dev predictions for the paired bootstrap, seed by seed.
-    _, comparisons = report(tmp_path / "sweep", tmp_path / "analysis", samples=100)
+    summary, comparisons = report(tmp_path / "sweep", tmp_path / "analysis", samples=100)
     for comparison in comparisons:
         assert len(comparison.bootstraps) == (0 if comparison.task == "average" else 2), comparison
+    # The report reads the finished runs themselves, so a stale or missing results.csv changes nothing.
+    (tmp_path / "sweep" / "results.csv").unlink()
+    pd.testing.assert_frame_equal(report(tmp_path / "sweep", tmp_path / "analysis", samples=100)[0], summary)
     # Across two sweep folders the bootstrap reads each side's predictions from its own folder:
     # where one side's are missing, that seed has no bootstrap.
     shutil.copytree(tmp_path / "sweep", tmp_path / "again")
