@@ -171,8 +171,9 @@ def run_sweep(
     if out.exists() and not out.is_dir():
         raise BamError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    data = str(data_dir.resolve()) if data_dir else None
     with exclusive(out / "sweep.lock", f"sweep folder {out}"):
-        _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": str(data_dir.resolve()) if data_dir else "hub"})
+        _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": data or "hub"})
         runs = plan(tasks, seeds, conditions)
         pending = [run for run in runs if not run.is_done(out)]
         for run in runs:
@@ -180,7 +181,6 @@ def run_sweep(
                 on_event("skipped", run)
         if executor is None:
             threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
-        data = str(data_dir.resolve()) if data_dir else None
         pool = None
         if executor is None and workers > 1:
             pool = executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
@@ -226,15 +226,17 @@ def _schedule(pending: list[Run], tasks: Sequence[str], out: Path, submit, capac
         for run in finished:
             try:
                 in_flight.pop(run).result()
-                _write_csv(collect(out, tasks), out / "results.csv")  # current while a long sweep runs
-                on_event("finished", run)
             except Exception as error:  # one failed run must not stop the others
                 failed.append((run, error))
                 _keep_traceback(out, run, error)
                 on_event("failed", run)
+            else:
+                _write_csv(collect(out, tasks), out / "results.csv")  # current while a long sweep runs
+                on_event("finished", run)
         if in_flight and not finished:
             time.sleep(0.5)
     return failed
+
 
 def _keep_traceback(out: Path, run: Run, error: Exception) -> None:
     """A failed run's full traceback, for debugging; the command line shows one line."""
@@ -277,11 +279,11 @@ RUN_FACTS = ("wall_seconds", "code", "threads", "processes", "precision")
 def _run_rows(sweep: Path, run: Run) -> list[dict]:
     folder = run.folder(sweep)
     base = {"condition": run.condition, "seed": run.seed}
-    about = json.loads((folder / ("manifest.json" if run.condition == "single" else "run.json")).read_text())
+    about = read_json(folder / ("manifest.json" if run.condition == "single" else "run.json"))
     facts = {key: about.get(key) for key in RUN_FACTS}  # runs written before `processes` was recorded lack it
     if run.condition == "single":
         return [{**base, "task": run.task, **about["dev_metrics"], **facts}]
-    results = json.loads((folder / "metrics.json").read_text())
+    results = read_json(folder / "metrics.json")
     rows = [{**base, "task": task, **values, **facts} for task, values in results["tasks"].items()]
     if run.condition not in PER_TASK:
         rows.append({**base, "task": "average", "score": results["average"], **facts})
