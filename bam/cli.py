@@ -235,7 +235,7 @@ def sweep_command(recipe, seeds, first_seed, conditions, out, workers, slurm_par
     summary = Table(title=f"Median dev score over seeds, {out} ({(time.perf_counter() - started) / 60:.1f} min)")
     summary.add_column("task")
     for condition in medians.columns:
-        summary.add_column(condition, justify="right")
+        summary.add_column(condition, justify="right", overflow="fold")
     for task, row in medians.iterrows():
         summary.add_row(task, *(f"{value:.2f}" for value in row))
     console.print(summary)
@@ -263,7 +263,7 @@ def report_command(sweeps, target, baseline, out, samples):
     table.add_column("task")
     conditions = list(dict.fromkeys(summary["condition"]))
     for condition in conditions:
-        table.add_column(condition, justify="right")
+        table.add_column(condition, justify="right", overflow="fold")  # folded, not cut: folder/condition names are long
     for task, rows in summary.groupby("task", sort=False):
         cells = {row.condition: f"{row.median:.2f} ({row.iqr:.2f})" for row in rows.itertuples()}
         table.add_row(task, *(cells.get(condition, "–") for condition in conditions))

@@ -40,8 +40,6 @@ from bam.config import TaskSpec
 from bam.errors import BamError
 from bam.tasks import Task
 
-datasets.disable_progress_bars()
-
 
 @dataclass(frozen=True)
 class TaskData:
