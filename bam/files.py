@@ -91,6 +91,13 @@ def write_json(path: Path, data) -> None:
     os.replace(temporary, path)
 
 
+def write_csv(table, path: Path) -> None:
+    """Write a pandas table as CSV through a temporary file and a rename, like `write_json`."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    table.to_csv(temporary, index=False)
+    os.replace(temporary, path)
+
+
 # The modules whose changes can change a run's numbers (not the CLI, sweep or report).
 _NUMERIC_SOURCES = (
     "checkpoints.py", "config.py", "data.py", "distillation.py", "glue_tasks.toml", "hardware.py", "metrics.py", "model.py",

@@ -3,7 +3,8 @@
 read (each sweep's finished runs, or a bare results.csv; dev predictions) -> compare (the target
 condition, `bam` by default, against every other: Mann-Whitney U over seeds
 per task and on the average, paired bootstrap over dev examples per seed) ->
-write `report.md` and one PNG per task under the analysis folder.
+write `report.md`, the table it read (`results.csv`) and one PNG per task
+under the analysis folder.
 
 Several sweeps that differ in one setting (say `--set precision=bf16`) are
 compared by naming each condition after its sweep folder: `glue-mini/single`
@@ -22,7 +23,7 @@ import torch
 from bam import metrics
 from bam.config import Recipe, build
 from bam.errors import BamError
-from bam.files import read_json
+from bam.files import read_json, write_csv
 from bam.statistics import Bootstrap, MannWhitney, mann_whitney, paired_bootstrap, smallest_p, spread
 from bam.sweep import collect
 from bam.tasks import Task, resolve
@@ -276,5 +277,6 @@ def report(
         if (table["task"] == task).any():
             plot(table, task, out / f"{task}.png")
     name = " vs ".join(sweep.resolve().name for sweep in sweeps)
+    write_csv(table, out / "results.csv")  # the runs behind the report, one row per run and task
     write_markdown(out / "report.md", name, summary, comparisons, table, samples)
     return summary, comparisons

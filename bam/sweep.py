@@ -41,7 +41,7 @@ import pandas as pd
 
 from bam.config import Recipe, load_recipe, to_dict
 from bam.errors import BamError
-from bam.files import exclusive, read_json, write_json
+from bam.files import exclusive, read_json, write_csv, write_json
 
 CONDITIONS = ("single", "multi", "bam", "single-single", "multi-multi")
 PER_TASK = ("single", "single-single")
@@ -196,7 +196,7 @@ def run_sweep(
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
         table = collect(out, tasks)
-        _write_csv(table, out / "results.csv")
+        write_csv(table, out / "results.csv")
     if failed:
         run, error = failed[0]
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -231,7 +231,7 @@ def _schedule(pending: list[Run], tasks: Sequence[str], out: Path, submit, capac
                 _keep_traceback(out, run, error)
                 on_event("failed", run)
             else:
-                _write_csv(collect(out, tasks), out / "results.csv")  # current while a long sweep runs
+                write_csv(collect(out, tasks), out / "results.csv")  # current while a long sweep runs
                 on_event("finished", run)
         if in_flight and not finished:
             time.sleep(0.5)
@@ -313,9 +313,3 @@ def collect(sweep: Path, tasks: Sequence[str]) -> pd.DataFrame:
     table = table.sort_values(["condition", "seed", "task"], key=lambda values: values.map({**order, **task_order}) if values.name != "seed" else values)
     leading = ["condition", "seed", "task", "score"]
     return table[leading + [name for name in table.columns if name not in leading]].reset_index(drop=True)
-
-
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    table.to_csv(temporary, index=False)
-    os.replace(temporary, path)

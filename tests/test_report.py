@@ -2,6 +2,7 @@
 
 import shutil
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from scipy import stats
@@ -53,6 +54,9 @@ def test_report_files_and_small_sample_warning(sweep, tmp_path):
     assert "| rte | 59.00 (2.00) [3] | 56.00 (1.00) [3] | 61.00 (1.00) [3] |" in text  # seeds 0-2 only
     assert "with 3 vs 3 runs no p below 0.05 is possible" in text
     assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["average.png", "rte.png"]
+    copied = pd.read_csv(tmp_path / "out" / "results.csv")  # the report folder keeps the runs it summarised
+    assert sorted(copied["seed"].unique()) == [0, 1, 2] and list(copied.columns[:4]) == ["condition", "seed", "task", "score"]
+    assert copied[(copied.condition == "multi") & (copied.task == "rte")]["score"].median() == 56
     assert "bam > single" not in text  # --baseline keeps to one comparison
 
 
@@ -84,8 +88,6 @@ def _plus_three(fields: list[str]) -> list[str]:
 
 
 def _multi_rte_scores(*sweeps):
-    import pandas as pd
-
     for folder in sweeps:
         table = pd.read_csv(folder / "results.csv")
         yield table[(table.condition == "multi") & (table.task == "rte")]["score"].to_numpy()
