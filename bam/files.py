@@ -84,18 +84,31 @@ def read_json(path: Path):
         raise BamError(f"{path}: not valid JSON ({error})") from None
 
 
-def write_json(path: Path, data) -> None:
-    """Write JSON through a temporary file and a rename, so readers see all of it or none."""
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; it replaces `path` only once the block has finished, so readers see all or none."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    try:
+        yield temporary
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    with replaced_atomically(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, data) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_csv(table, path: Path) -> None:
-    """Write a pandas table as CSV through a temporary file and a rename, like `write_json`."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    table.to_csv(temporary, index=False)
-    os.replace(temporary, path)
+    """A pandas table as CSV, without its index."""
+    with replaced_atomically(path) as temporary:
+        table.to_csv(temporary, index=False)
 
 
 # The modules whose changes can change a run's numbers (not the CLI, sweep or report).

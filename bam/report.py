@@ -23,7 +23,7 @@ import torch
 from bam import metrics
 from bam.config import Recipe, build
 from bam.errors import BamError
-from bam.files import read_json, write_csv
+from bam.files import check_writable, read_json, replaced_atomically, write_csv, write_text
 from bam.statistics import Bootstrap, MannWhitney, mann_whitney, paired_bootstrap, smallest_p, spread
 from bam.sweep import collect
 from bam.tasks import Task, resolve
@@ -176,7 +176,8 @@ def plot(table: pd.DataFrame, task: str, path: Path) -> None:
     axes.set_title(f"{task}: dev score by condition")
     axes.set_ylabel("score (0-100)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with replaced_atomically(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
 
 
@@ -212,7 +213,7 @@ def write_markdown(path: Path, name: str, summary: pd.DataFrame, comparisons: li
             f"{item.greater.p:.3g} | {item.two_sided.p:.3g} | {item.greater.n_a} vs {item.greater.n_b} | {boots} |"
         )
     lines += ["", "## In words", ""] + [f"- {item.sentence()}" for item in comparisons]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _sweep_recipe(sweep: Path) -> Recipe | None:
@@ -268,11 +269,10 @@ def report(
     for condition in (target, baseline):
         if condition and condition not in sources:
             raise BamError(f"no runs of condition {condition!r} in {', '.join(map(str, sweeps))} (there are: {', '.join(sources)})")
+    check_writable(out)  # before the bootstraps, which take a while
     summary = medians(table)
     comparisons = compare(table, tasks, sources, target, baseline, samples)
-    if out.exists() and not out.is_dir():
-        raise BamError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
     for task in [*tasks, "average"]:
         if (table["task"] == task).any():
             plot(table, task, out / f"{task}.png")

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bam.config import Recipe, load_recipe, to_dict
+from bam.config import Recipe, load_recipe, parse_override, to_dict
 from bam.errors import BamError
-from bam.files import exclusive, read_json, write_csv, write_json
+from bam.files import check_writable, exclusive, read_json, write_csv, write_json
 
 CONDITIONS = ("single", "multi", "bam", "single-single", "multi-multi")
 PER_TASK = ("single", "single-single")
@@ -108,8 +108,9 @@ def execute(sweep: str, recipe: dict, run: Run, data_dir: str | None, threads: i
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     started = time.perf_counter()
     settings = build(Recipe, recipe)
-    settings = dataclasses.replace(settings, seed=run.seed)
     tasks = resolve(settings, run.task)
+    # What the run records as its recipe: its own seed, and its own task where it trains one.
+    settings = dataclasses.replace(settings, seed=run.seed, tasks=tuple(task.name for task in tasks))
     folder, data = Path(sweep) / run.name, Path(data_dir) if data_dir else None
     teachers = Path(sweep) / f"seed{run.seed}" / "single"
     if run.condition == "single":
@@ -166,11 +167,12 @@ def run_sweep(
     """
     from bam.tasks import resolve
 
+    if any(parse_override(assignment)[0] == ["seed"] for assignment in overrides):
+        raise BamError("--set seed: a sweep gives each run its own seed (use --seeds and --first-seed)")
     recipe = load_recipe(recipe_path, overrides)
     tasks = [task.name for task in resolve(recipe)]
-    if out.exists() and not out.is_dir():
-        raise BamError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
+    out.mkdir(exist_ok=True)
     data = str(data_dir.resolve()) if data_dir else None
     with exclusive(out / "sweep.lock", f"sweep folder {out}"):
         _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": data or "hub"})
@@ -179,6 +181,7 @@ def run_sweep(
         for run in runs:
             if run not in pending:
                 on_event("skipped", run)
+        capacity = workers if executor is None else len(runs)  # a cluster's scheduler queues every ready run itself
         if executor is None:
             threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
         pool = None
@@ -191,7 +194,7 @@ def run_sweep(
             return _Done(lambda: execute(*job)) if executor is None else executor.submit(execute, *job)
 
         try:
-            failed = _schedule(pending, tasks, out, submit, len(runs) if executor is not None else workers, on_event)
+            failed = _schedule(pending, tasks, out, submit, capacity, on_event)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)

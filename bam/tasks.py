@@ -132,11 +132,16 @@ def check_spec(name: str, spec: TaskSpec) -> None:
 
 
 def resolve(recipe: Recipe, only: str | None = None) -> list[Task]:
-    """The recipe's tasks (or the comma-separated subset `only`), checked and in recipe order."""
+    """The recipe's tasks in recipe order, or the comma-separated subset `only` in its own order, checked."""
     known = {**registry(), **recipe.custom_tasks}
     names = list(recipe.tasks)
-    if only:
+    if only is not None:
         wanted = [name.strip().lower() for name in only.split(",") if name.strip()]
+        if not wanted:
+            raise BamError("--tasks: no task named")
+        repeated = [name for name in wanted if wanted.count(name) > 1]
+        if repeated:  # it would be trained twice, and sampled twice as often
+            raise BamError(f"--tasks: {repeated[0]!r} is named twice")
         for name in wanted:
             if name not in names:
                 raise BamError(f"--tasks: {name!r} is not one of this recipe's tasks ({', '.join(names)}){did_you_mean(name, names)}")

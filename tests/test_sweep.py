@@ -112,6 +112,19 @@ def test_killed_sweep_resumes_to_the_same_table_with_every_run_done_once(recipe,
     assert not [path for path in out.rglob(".*") if path.name.endswith((".partial", ".retired"))]
 
 
+def test_a_seed_override_is_refused_since_the_sweep_sets_seeds(recipe, tmp_path):
+    with pytest.raises(BamError, match="--set seed: a sweep gives each run its own seed"):
+        sweep(recipe, tmp_path / "sweep", overrides=['tasks=["rte"]', "seed=3"])
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_workers_bound_the_runs_in_flight(recipe, tmp_path):
+    events = []
+    sweep(recipe, tmp_path / "sweep", conditions=["single"], workers=2, threads=1, on_event=lambda event, run: events.append(event))
+    in_flight = [events[: index + 1].count("started") - events[: index + 1].count("finished") for index in range(len(events))]
+    assert events.count("started") == 4 and max(in_flight) == 2  # 2 seeds x 2 teachers, never more than 2 at once
+
+
 def test_parallel_workers_give_the_same_table(recipe, tmp_path):
     # Results depend on the thread count (summation order), so both sides use one thread per run.
     reference = sweep(recipe, tmp_path / "one", seeds=[0], conditions=["single", "bam"], threads=1)

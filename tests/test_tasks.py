@@ -28,6 +28,14 @@ def test_task_subset_must_come_from_the_recipe():
         resolve(recipe, "mnli")
 
 
+@pytest.mark.parametrize(
+    ("only", "message"), [(",", "--tasks: no task named"), ("rte, RTE", "--tasks: 'rte' is named twice")]
+)
+def test_a_task_subset_naming_a_task_twice_or_none_is_refused(only, message):
+    with pytest.raises(BamError, match=message):
+        resolve(Recipe(model="m", tasks=("rte", "cola")), only)
+
+
 def test_impossible_specs_are_refused():
     with pytest.raises(BamError, match="at least two `labels`"):
         check_spec("x", TaskSpec(labels=("only",)))
