@@ -1,4 +1,4 @@
-"""The `bam` command: each subcommand loads its recipe, calls one stage function, and shows progress.
+"""The `bam` command: each subcommand reads its inputs (a recipe, or sweep folders), calls one stage function, and shows progress.
 
 Everything rich (progress bars, tables) lives here, not in the stages. Input
 errors (`BamError`) print one line and exit with status 2.
@@ -12,6 +12,7 @@ import functools
 import hashlib
 import sys
 import time
+import typing
 from pathlib import Path
 
 import click
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bam.config import load_recipe
+from bam.config import Anneal, load_recipe
 from bam.errors import BamError
 
 console = Console(stderr=True)
@@ -122,7 +123,8 @@ def main():
     """bam: Born-Again Multi-Task networks.
 
     Train single-task teachers (train-teachers), then distil them into one
-    multi-task student with teacher annealing (distill).
+    multi-task student with teacher annealing (distill); run both over many
+    seeds and conditions (sweep), and test the differences (report).
     """
     from bam.training import quiet_libraries
 
@@ -150,7 +152,7 @@ def train_teachers_command(recipe, tasks, seed, data_dir, overrides, out):
 @shared_options
 @click.option(
     "--anneal",
-    type=click.Choice(["linear", "none", "constant"]),
+    type=click.Choice(typing.get_args(Anneal)),
     help="Teacher annealing: linear (lambda = step/total, the paper), none (gold labels only, no teachers needed), constant (fixed blend). Default: the recipe's student.anneal.",
 )
 @click.option("--teacher-weight", type=float, help="With --anneal constant: the teacher's fixed weight 1 - lambda.")

@@ -42,6 +42,10 @@ class TrainConfig:
     length_group_batches: int = setting(50, "batches per length-sorted group: more means less padding, fewer means more random batches (1: random)")
 
 
+# Teacher annealing schedules (bam.distillation computes them); the CLI's --anneal offers the same.
+Anneal = Literal["linear", "none", "constant"]
+
+
 @dataclass(frozen=True)
 class StudentConfig(TrainConfig):
     """The multi-task student: the paper's multi-task settings plus the distillation schedule."""
@@ -50,7 +54,7 @@ class StudentConfig(TrainConfig):
     batch_size: int = setting(128, "examples per optimizer step (paper: 128 for the multi-task model)")
     epochs: float = setting(6.0, "passes over the summed training sets (paper: 6 for the multi-task model)")
     layerwise_lr_decay: float = setting(0.9, "per-layer learning-rate factor (paper: 0.9 for the multi-task model)")
-    anneal: Literal["linear", "none", "constant"] = setting(
+    anneal: Anneal = setting(
         "linear", "teacher annealing: lambda = step/total (linear), gold only (none), fixed blend (constant)"
     )
     teacher_weight: float = setting(0.5, "with anneal = constant: the fixed weight 1 - lambda given to the teacher")
@@ -256,5 +260,5 @@ def _ranges(recipe: Recipe):
 
 
 def to_dict(config: Any) -> Any:
-    """A JSON-ready view of a config (tuples become lists), for the run directory."""
+    """A JSON-ready view of a config, for the run directory (tuples stay tuples; JSON writes them as lists)."""
     return dataclasses.asdict(config)

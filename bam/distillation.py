@@ -9,9 +9,13 @@ distributions over labels, for regression both are scaled values.
 
 from __future__ import annotations
 
+import typing
+
 import torch
 
-ANNEALING = ("linear", "none", "constant")
+from bam.config import Anneal
+
+ANNEALING = typing.get_args(Anneal)
 
 
 def gold_weight(anneal: str, step: int, total_steps: int, teacher_weight: float = 0.5) -> float:

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
@@ -90,9 +90,6 @@ class MultiTaskModel(nn.Module):
         save_file({name: tensor.contiguous() for name, tensor in self.heads.state_dict().items()}, folder / "heads.safetensors")
         layout = {"pooling": self.pooling, "heads": {name: head.out_features for name, head in self.heads.items()}}
         (folder / "heads.json").write_text(json.dumps(layout, indent=2))
-
-    def load_heads(self, folder: Path) -> None:
-        self.heads.load_state_dict(load_file(folder / "heads.safetensors"))
 
 
 _LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")

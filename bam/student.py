@@ -93,11 +93,11 @@ def distill(
             (partial / "predictions").mkdir()
             for name, split_predictions in dev_predictions.items():
                 write_predictions(partial / "predictions" / f"{name}.safetensors", split_predictions)
-            # This student as a teacher for another (BAM's Multi->Multi): its outputs on every training set.
-            for data, train_fingerprint in prepared if save_teacher_store else []:
-                split_predictions = {"train": train_predictions[data.task.name], **{split: dev_predictions[f"{data.task.name}.{split}"] for split in data.dev}}
-                details = teacher_details(recipe, results["tasks"][data.task.name], started)
-                write_teacher(partial / "teachers", data.task, predictions=split_predictions, train_fingerprint=train_fingerprint, details=details, save_model=None)
+            if save_teacher_store:  # this student as a teacher for another (BAM's Multi->Multi): its outputs on every training set
+                for data, train_fingerprint in prepared:
+                    split_predictions = {"train": train_predictions[data.task.name], **{split: dev_predictions[f"{data.task.name}.{split}"] for split in data.dev}}
+                    details = teacher_details(recipe, results["tasks"][data.task.name], started)
+                    write_teacher(partial / "teachers", data.task, predictions=split_predictions, train_fingerprint=train_fingerprint, details=details, save_model=None)
             sources = {"data_dir": str(data_dir) if data_dir else "hub", "teacher_store": str(teacher_store) if teacher_outputs else None}
             write_json(partial / "config.json", {**to_dict(recipe), **sources})
             write_json(partial / "run.json", {"wall_seconds": time.perf_counter() - started, **run_facts(recipe.precision)})

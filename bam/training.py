@@ -191,6 +191,8 @@ def fit(
     Returns the seconds of training done by earlier attempts before the
     checkpoint this one resumed from (0 for a fresh run).
     """
+    if teacher_outputs and anneal == "none":  # gold only would silently ignore the teachers it was given
+        raise ValueError("fit: teacher_outputs given with anneal='none'")
     fit_started = time.perf_counter()
     engine = accelerator()
     on = engine.device

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -160,9 +161,10 @@ def test_teacher_store_from_other_data_is_refused(trained, tmp_path):
     assert_one_line_error(result, "task 'stsb': teacher was made from different training data", leftover=tmp_path / "run")
 
 
-def test_help_explains_every_option():
-    for command in ("train-teachers", "distill"):
-        output = bam(command, "--help").output
-        for option in ("--tasks", "--seed", "--data-dir", "--out", "--set"):
-            assert option in output
+def test_help_explains_every_command_and_option():
+    assert set(main.commands) == {"train-teachers", "distill", "sweep", "report"}
+    for name, command in main.commands.items():
+        assert command.help and name in bam("--help").output
+        options = [param for param in command.params if isinstance(param, click.Option)]
+        assert options and all(option.help for option in options), f"{name}: an option without help text"
     assert "--anneal" in bam("distill", "--help").output
