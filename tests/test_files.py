@@ -1,0 +1,75 @@
+"""Writes that must look complete only when they are: folders, files, locks and one-line errors."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from bam.errors import BamError
+from bam.files import atomic_directory, check_writable, exclusive, read_json, write_csv, write_json
+
+
+def test_a_folder_appears_only_when_its_block_finishes(tmp_path):
+    final = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(final) as partial:
+            (partial / "metrics.json").write_text("{}")
+            raise RuntimeError("killed half way")
+    assert not final.exists() and list(tmp_path.iterdir()) == []
+    with atomic_directory(final) as partial:
+        (partial / "metrics.json").write_text('{"average": 1}')
+    assert json.loads((final / "metrics.json").read_text()) == {"average": 1}
+
+
+def test_a_finished_folder_is_replaced_whole(tmp_path):
+    final = tmp_path / "run"
+    with atomic_directory(final) as partial:
+        (partial / "old.txt").write_text("old")
+    with atomic_directory(final) as partial:
+        (partial / "new.txt").write_text("new")
+    assert sorted(path.name for path in final.iterdir()) == ["new.txt"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # no partial or retired folder left
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "results.csv"
+    write_csv(pd.DataFrame({"task": ["rte"], "score": [60.0]}), path)
+    before = path.read_text()
+
+    class Unwritable:
+        def to_csv(self, target, index):
+            with open(target, "w") as handle:
+                handle.write("task,sc")  # cut off, as by a full disk
+            raise OSError("no space left on device")
+
+    with pytest.raises(OSError):
+        write_csv(Unwritable(), path)
+    assert path.read_text() == before and sorted(os.listdir(tmp_path)) == ["results.csv"]
+
+
+def test_json_round_trip_and_a_bad_file_named_in_one_line(tmp_path):
+    write_json(tmp_path / "a.json", {"tasks": ["rte"], "score": 1.5})
+    assert read_json(tmp_path / "a.json") == {"tasks": ["rte"], "score": 1.5}
+    (tmp_path / "b.json").write_text('{"tasks": [')
+    with pytest.raises(BamError, match=r"b\.json: not valid JSON"):
+        read_json(tmp_path / "b.json")
+
+
+def test_a_file_where_a_folder_should_go_is_refused(tmp_path):
+    (tmp_path / "run").write_text("not a folder")
+    with pytest.raises(BamError, match="run: exists and is not a folder"):
+        check_writable(tmp_path / "run")
+    check_writable(tmp_path / "deeper" / "run")  # missing parents are made
+    assert (tmp_path / "deeper").is_dir()
+
+
+def test_a_held_lock_refuses_a_second_holder_and_is_free_after(tmp_path):
+    lock = tmp_path / "sweep.lock"
+    with exclusive(lock, "folder x"):
+        with pytest.raises(BamError, match=rf"folder x is in use by another bam process \(pid {os.getpid()}"):
+            with exclusive(lock, "folder x"):
+                pass
+    with exclusive(lock, "folder x"):
+        pass
+
