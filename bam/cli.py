@@ -251,7 +251,7 @@ def sweep_command(recipe, seeds, first_seed, conditions, out, workers, slurm_par
 @click.option("--samples", type=click.IntRange(min=100), default=1000, show_default=True, help="Bootstrap resamples per comparison.")
 @reports_errors
 def report_command(sweeps, target, baseline, out, samples):
-    """Medians, Mann-Whitney U and paired bootstrap tests, and plots for one sweep folder or several.
+    """Medians, Mann-Whitney U, signed-rank and paired bootstrap tests, and plots for one sweep folder or several.
 
     Several sweeps (the same conditions run with one setting changed) are
     compared by naming conditions after their folder, e.g.

@@ -2,7 +2,8 @@
 
 read (each sweep's finished runs, or a bare results.csv; dev predictions) -> compare (the target
 condition, `bam` by default, against every other: Mann-Whitney U over seeds
-per task and on the average, paired bootstrap over dev examples per seed) ->
+per task and on the average, Wilcoxon signed-rank over same-seed differences,
+paired bootstrap over dev examples per seed) ->
 write `report.md`, the table it read (`results.csv`) and one PNG per task
 under the analysis folder.
 
@@ -24,7 +25,7 @@ from bam import metrics
 from bam.config import Recipe, build
 from bam.errors import BamError
 from bam.files import check_writable, read_json, replaced_atomically, write_csv, write_text
-from bam.statistics import Bootstrap, MannWhitney, mann_whitney, paired_bootstrap, smallest_p, spread
+from bam.statistics import Bootstrap, MannWhitney, SignedRank, mann_whitney, paired_bootstrap, signed_rank, smallest_p, spread
 from bam.sweep import collect
 from bam.tasks import Task, resolve
 from bam.teacher_store import Predictions, read_predictions
@@ -43,6 +44,11 @@ class Comparison:
     bootstraps: tuple[Bootstrap, ...]  # one per seed both conditions ran, when predictions exist
     seed_differences: tuple[float, ...] = ()  # target minus other, per seed both ran (same seed: same data order)
 
+    @property
+    def paired(self) -> SignedRank:
+        """Wilcoxon signed-rank, one-sided, over the same-seed differences: a second view beside Mann-Whitney."""
+        return signed_rank(self.seed_differences, "greater")
+
     def same_seed(self) -> str:
         """The same-seed differences in brief: median [min, max] (count)."""
         values = self.seed_differences
@@ -54,6 +60,8 @@ class Comparison:
             f"{self.target} {verb} {self.other} on {self.task}: median {self.median_difference:+.2f}, "
             f"p = {self.greater.p:.3g} (one-sided), n = {self.greater.n_a} vs {self.greater.n_b}"
         )
+        if self.paired.n:
+            line += f"; signed-rank p = {self.paired.p:.3g} over {self.paired.n} same-seed pairs"
         if self.bootstraps:
             significant = sum(boot.p < 0.05 for boot in self.bootstraps)
             line += f"; paired bootstrap p < 0.05 in {significant} of {len(self.bootstraps)} seeds"
@@ -203,13 +211,17 @@ def write_markdown(path: Path, name: str, summary: pd.DataFrame, comparisons: li
         if column in runs.columns and runs[column].nunique() > 1:
             values = ", ".join(sorted(runs[column].astype(str).unique()))
             lines += ["", f"**Warning:** the runs came from {runs[column].nunique()} different {what} ({values})."]
-    lines += ["", "## Tests", "", f"Mann-Whitney U over seeds (U counts pairs where the first condition scores higher); same-seed differences (runs with one seed share data order, and initialisation where the models match); paired bootstrap over dev examples ({samples} resamples, first dev split) per seed run by both conditions.", ""]
-    lines.append("| task | comparison | median diff | same-seed diff: median [min, max] (seeds) | U | p (one-sided) | p (two-sided) | n | bootstrap p per seed |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines += ["", "## Tests", "", f"Mann-Whitney U over seeds (U counts pairs where the first condition scores higher); same-seed differences (runs with one seed share data order, and initialisation where the models match) and their one-sided Wilcoxon signed-rank p (zero differences dropped; with n pairs no p below 1/2^n is possible); paired bootstrap over dev examples ({samples} resamples, first dev split) per seed run by both conditions.", ""]
+    lines.append(
+        "| task | comparison | median diff | same-seed diff: median [min, max] (seeds) | signed-rank p (one-sided) "
+        "| U | p (one-sided) | p (two-sided) | n | bootstrap p per seed |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for item in comparisons:
         boots = ", ".join(f"{boot.p:.3f}" for boot in item.bootstraps) or "–"
         lines.append(
-            f"| {item.task} | {item.target} > {item.other} | {item.median_difference:+.2f} | {item.same_seed()} | {item.greater.u:g} | "
+            f"| {item.task} | {item.target} > {item.other} | {item.median_difference:+.2f} | {item.same_seed()} | "
+            f"{f'{item.paired.p:.3g}' if item.paired.n else '–'} | {item.greater.u:g} | "
             f"{item.greater.p:.3g} | {item.two_sided.p:.3g} | {item.greater.n_a} vs {item.greater.n_b} | {boots} |"
         )
     lines += ["", "## In words", ""] + [f"- {item.sentence()}" for item in comparisons]

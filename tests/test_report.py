@@ -40,7 +40,13 @@ def test_p_values_of_bam_against_the_others(sweep, tmp_path):
     expected = stats.mannwhitneyu([60, 61, 62, 63, 64], [58, 62, 59, 65, 50], alternative="greater", method=stats.PermutationMethod())
     assert versus_single.greater.u == 17.5 == expected.statistic  # 3 + 3 + 3.5 + 4 + 4, the tie counting half
     assert versus_single.greater.p == pytest.approx(expected.pvalue)
+    # Same-seed differences: bam - multi is +5 on all 5 seeds, W = 15, p = 1/2**5. Against single: 2, -1, 3, -2, 14;
+    # |d| ranks 2.5, 1, 4, 2.5, 5 (the twos tie): W = 11.5, and the flips whose negative ranks sum to at most 3.5
+    # are {}, {1}, {2.5}, {2.5'}, {1, 2.5}, {1, 2.5'}: p = 6/32.
+    assert (versus_multi.paired.w, versus_multi.paired.p) == (15, pytest.approx(1 / 32))
+    assert (versus_single.paired.w, versus_single.paired.p) == (11.5, pytest.approx(6 / 32))
     assert "bam beats multi on rte: median +5.00, p = 0.00397 (one-sided), n = 5 vs 5" in versus_multi.sentence()
+    assert "signed-rank p = 0.0312 over 5 same-seed pairs" in versus_multi.sentence()
     assert versus_single.sentence().startswith("bam does not significantly beat single on rte")
 
 

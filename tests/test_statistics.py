@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bam.statistics import mann_whitney, paired_bootstrap, smallest_p, spread
+from bam.statistics import SignedRank, mann_whitney, paired_bootstrap, signed_rank, smallest_p, spread
 
 
 def test_spread_against_hand_values():
@@ -91,3 +91,29 @@ def test_bootstrap_p_on_hand_computed_cases():
     gold, a, b = np.array([1, 1, 1]), np.array([1, 1, 1]), np.array([1, 0, 0])
     result = paired_bootstrap(gold, a, b, accuracy, samples=999)
     assert result.difference == pytest.approx(2 / 3) and result.p == pytest.approx(1 / 1000)
+
+
+def test_signed_rank_on_a_hand_computed_case():
+    # Differences (1, 2, -3, 4, 5): W = 1 + 2 + 4 + 5 = 12, so the negative ranks sum to 3. Of the 2**5 = 32
+    # sign flips, those whose negative ranks sum to at most 3 are {}, {1}, {2}, {3}, {1, 2}: p = 5/32.
+    result = signed_rank([1, 2, -3, 4, 5])
+    assert (result.w, result.n) == (12, 5) and result.p == pytest.approx(5 / 32)
+    assert signed_rank([1, 2, 3, 4, 5]).p == pytest.approx(1 / 32)  # the smallest possible with 5 pairs
+
+
+def test_signed_rank_drops_zero_differences_and_shares_tied_ranks():
+    # (1, 0, -1, 2): the zero goes; |1| and |-1| share rank 1.5, 2 has rank 3: W = 1.5 + 3 = 4.5.
+    # The 8 sign flips give W = 0, 1.5, 1.5, 3, 3, 4.5, 4.5, 6: P(W >= 4.5) = 3/8.
+    result = signed_rank([1, 0, -1, 2])
+    assert (result.w, result.n) == (4.5, 3) and result.p == pytest.approx(3 / 8)
+    assert signed_rank([0.0, 0.0]) == signed_rank([]) == SignedRank(0.0, 1.0, 0, "greater")
+
+
+def test_signed_rank_matches_scipy_on_random_differences():
+    rng = np.random.default_rng(2)
+    differences = rng.normal(0.4, 1, 11)
+    for alternative in ("greater", "less", "two-sided"):
+        expected = stats.wilcoxon(differences, alternative=alternative, method="exact")
+        result = signed_rank(differences, alternative)
+        assert result.p == pytest.approx(expected.pvalue), alternative
+        assert result.w == pytest.approx(stats.wilcoxon(differences, alternative="greater").statistic)
