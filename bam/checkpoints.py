@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from bam.files import atomic_directory, write_json
+from bam.errors import BamError
+from bam.files import atomic_directory, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ def latest_checkpoint(checkpointing: Checkpointing) -> Path | None:
     """The newest finished checkpoint of this run, or None (other runs' checkpoints are ignored)."""
     for candidate in sorted(checkpointing.folder.glob("step-*"), reverse=True):
         try:
-            about = json.loads((candidate / "checkpoint.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            about = read_json(candidate / "checkpoint.json")
+        except (OSError, BamError):  # half-deleted or unreadable: not a checkpoint to resume
             continue
         if about.get("key") == checkpointing.key:
             return candidate
@@ -85,7 +86,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[
     state = torch.load(path / "state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    about = json.loads((path / "checkpoint.json").read_text())
+    about = read_json(path / "checkpoint.json")
     return about["step"], state["random_states"], about.get("seconds", 0.0)
 
 

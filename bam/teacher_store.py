@@ -22,7 +22,6 @@ touches their rows.
 from __future__ import annotations
 
 import hashlib
-import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from safetensors.torch import save_file
 
 from bam.data import column
 from bam.errors import BamError
-from bam.files import atomic_directory, read_json, write_json
+from bam.files import atomic_directory, read_json, replaced_atomically, write_json
 from bam.tasks import Task
 
 FORMAT = "bam-teacher-store/1"
@@ -65,14 +64,15 @@ class Predictions:
 def write_predictions(path: Path, predictions: Predictions) -> str:
     """Save predictions as safetensors through a temporary file and a rename; returns the file's SHA-256."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    # Created by us, so it gets the umask's permissions like the manifest;
-    # safetensors >= 0.8 writes through its own owner-only temporary file,
-    # which would leave a shared store unreadable to the rest of the group.
-    temporary.touch()
-    permissions = stat.S_IMODE(temporary.stat().st_mode)
-    try:
+    # A rename, never a rewrite in place: a reader that has the old file
+    # mapped keeps its old bytes instead of crashing (SIGBUS) on a truncated file.
+    with replaced_atomically(path) as temporary:
+        temporary.unlink(missing_ok=True)
+        # Created by us, so it gets the umask's permissions like the manifest;
+        # safetensors >= 0.8 writes through its own owner-only temporary file,
+        # which would leave a shared store unreadable to the rest of the group.
+        temporary.touch()
+        permissions = stat.S_IMODE(temporary.stat().st_mode)
         save_file(
             {
                 "ids": predictions.ids.to(torch.int64).contiguous(),
@@ -83,12 +83,6 @@ def write_predictions(path: Path, predictions: Predictions) -> str:
         )
         temporary.chmod(permissions)
         sha256 = _sha256(temporary)
-        # A rename, never a rewrite in place: a reader that has the old file
-        # mapped keeps its old bytes instead of crashing (SIGBUS) on a truncated file.
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return sha256
 
 
