@@ -62,6 +62,8 @@ class Comparison:
         )
         if self.paired.n:
             line += f"; signed-rank p = {self.paired.p:.3g} over {self.paired.n} same-seed pairs"
+            if 0.5**self.paired.n >= 0.05:  # every pair positive has probability 1 / 2**n under the null
+                line += " (too few for p < 0.05)"
         if self.bootstraps:
             significant = sum(boot.p < 0.05 for boot in self.bootstraps)
             line += f"; paired bootstrap p < 0.05 in {significant} of {len(self.bootstraps)} seeds"

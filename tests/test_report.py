@@ -59,6 +59,7 @@ def test_report_files_and_small_sample_warning(sweep, tmp_path):
     text = (tmp_path / "out" / "report.md").read_text()
     assert "| rte | 59.00 (2.00) [3] | 56.00 (1.00) [3] | 61.00 (1.00) [3] |" in text  # seeds 0-2 only
     assert "with 3 vs 3 runs no p below 0.05 is possible" in text
+    assert "signed-rank p = 0.125 over 3 same-seed pairs (too few for p < 0.05)" in text  # bam - multi: +5 on 3 seeds
     assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["average.png", "rte.png"]
     copied = pd.read_csv(tmp_path / "out" / "results.csv")  # the report folder keeps the runs it summarised
     assert sorted(copied["seed"].unique()) == [0, 1, 2] and list(copied.columns[:4]) == ["condition", "seed", "task", "score"]
