@@ -257,9 +257,9 @@ def report_command(sweeps, target, baseline, out, samples):
     compared by naming conditions after their folder, e.g.
     bam report sweeps/glue-mini-bf16 sweeps/glue-mini --target glue-mini-bf16/single --baseline glue-mini/single
     """
-    from bam.report import report
+    from bam.report import default_folder, report
 
-    out = out or Path("analysis") / "-vs-".join(sweep.resolve().name for sweep in sweeps)
+    out = out or default_folder(list(sweeps))
     summary, comparisons = report(list(sweeps), out, target=target, baseline=baseline, samples=samples)
     table = Table(title=f"Median dev score (IQR) over seeds: {', '.join(map(str, sweeps))}")
     table.add_column("task")

@@ -244,13 +244,22 @@ def _sweep_recipe(sweep: Path) -> Recipe | None:
         raise BamError(f"{path}: {error}") from None
 
 
+def sweep_names(sweeps: list[Path]) -> list[str]:
+    """The sweeps' folder names: they name the report and, with several sweeps, the conditions."""
+    return [sweep.resolve().name for sweep in sweeps]
+
+
+def default_folder(sweeps: list[Path]) -> Path:
+    return Path("analysis") / "-vs-".join(sweep_names(sweeps))
+
+
 def load_sweeps(sweeps: list[Path]) -> tuple[pd.DataFrame, dict[str, Task | None], Sources]:
     """One results table for all `sweeps`, the tasks' specs and where each condition's runs are.
 
     With one sweep, conditions keep their names; with several, each is named
     `<sweep folder>/<condition>`.
     """
-    names = [sweep.resolve().name for sweep in sweeps]
+    names = sweep_names(sweeps)
     repeated = [name for name in names if names.count(name) > 1]
     if repeated:
         raise BamError(f"two sweep folders are named {repeated[0]!r}: the report names conditions after their folder")
@@ -290,7 +299,7 @@ def report(
     for task in [*tasks, "average"]:
         if (table["task"] == task).any():
             plot(table, task, out / f"{task}.png")
-    name = " vs ".join(sweep.resolve().name for sweep in sweeps)
+    name = " vs ".join(sweep_names(sweeps))
     write_csv(table, out / "results.csv")  # the runs behind the report, one row per run and task
     write_markdown(out / "report.md", name, summary, comparisons, table, samples)
     return summary, comparisons

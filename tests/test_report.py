@@ -67,17 +67,20 @@ def test_report_files_and_small_sample_warning(sweep, tmp_path):
     assert "bam > single" not in text  # --baseline keeps to one comparison
 
 
-def test_two_sweeps_compare_conditions_named_after_their_folders(sweep, tmp_path):
+def test_two_sweeps_compare_conditions_named_after_their_folders(sweep, tmp_path, monkeypatch):
     # The same sweep run again with one setting changed: here every multi score is 3 points higher.
     changed = tmp_path / "toy-changed"
     shutil.copytree(sweep, changed)
     lines = (changed / "results.csv").read_text().splitlines()
     raised = [line if not line.startswith("multi,") else ",".join(_plus_three(line.split(","))) for line in lines]
     (changed / "results.csv").write_text("\n".join(raised) + "\n")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
     result = CliRunner().invoke(
-        main, ["report", str(changed), str(sweep), "--target", "toy-changed/multi", "--baseline", "toy-sweep/multi", "--out", str(tmp_path / "out")]
+        main, ["report", str(changed), str(sweep), "--target", "toy-changed/multi", "--baseline", "toy-sweep/multi"]
     )
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "work" / "analysis" / "toy-changed-vs-toy-sweep" / "report.md").is_file()  # the default folder
     _, comparisons = report([changed, sweep], tmp_path / "out", target="toy-changed/multi", baseline="toy-sweep/multi")
     on_rte = next(item for item in comparisons if item.task == "rte")
     assert on_rte.median_difference == 3
