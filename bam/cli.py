@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import os
 import sys
 import time
 import typing
@@ -117,6 +118,28 @@ def summary_table(title: str, results: dict, seconds: float) -> Table:
     return table
 
 
+@contextlib.contextmanager
+def one_writer(output: Path, *parts: str):
+    """Refuse a second `bam` process writing the same output while this one runs.
+
+    Two runs into one folder would overwrite each other's checkpoints and
+    results. The lock files sit beside the output: `.NAME.lock`, or one
+    `.NAME.PART.lock` per part (a teacher store is locked task by task, so
+    teachers of different tasks can train into one store at once). Under
+    `accelerate launch` or `torchrun` only the first process takes them; the
+    others write nothing.
+    """
+    from bam.files import check_writable, exclusive
+
+    with contextlib.ExitStack() as locks:
+        if os.environ.get("RANK", "0") == "0":
+            check_writable(output)
+            for part in parts or [""]:
+                name = "." + ".".join(filter(None, [output.name, part, "lock"]))
+                locks.enter_context(exclusive(output.parent / name, str(output / part) if part else str(output)))
+        yield
+
+
 @click.group()
 @click.version_option(package_name="bam")
 def main():
@@ -143,7 +166,7 @@ def train_teachers_command(recipe, tasks, seed, data_dir, overrides, out):
     loaded, chosen = _recipe_and_tasks(recipe, overrides, seed, tasks)
     folder = data_directory(str(data_dir) if data_dir else None)
     started = time.perf_counter()
-    with progress_bars() as start:
+    with one_writer(out, *(task.name for task in chosen)), progress_bars() as start:
         results = train_teachers(loaded, chosen, data_dir=folder, store=out, progress=lambda name: start(f"teacher {name}"))
     console.print(summary_table(f"Teachers (dev), store {out}", results, time.perf_counter() - started))
 
@@ -171,7 +194,7 @@ def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_we
     folder = data_directory(str(data_dir) if data_dir else None)
     out = out or default_run_folder(recipe, loaded, chosen if tasks else [], overrides)
     started = time.perf_counter()
-    with progress_bars() as start:
+    with one_writer(out), progress_bars() as start:
         results = distill(loaded, chosen, data_dir=folder, teacher_store=teacher_store, out=out, progress=start("student"))
     console.print(summary_table(f"Student (dev), run {out}", results, time.perf_counter() - started))
 

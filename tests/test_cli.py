@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from bam.cli import default_run_folder, main
 from bam.config import load_recipe
+from bam.files import exclusive
 
 from conftest import GLUE_FIXTURE, write_recipe
 
@@ -84,7 +86,17 @@ def test_default_run_directory_names_a_task_subset(trained, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     result = bam("distill", recipe, "--anneal", "none", "--data-dir", GLUE_FIXTURE, "--tasks", "rte")
     assert result.exit_code == 0, result.output
-    assert [path.name for path in (tmp_path / "runs").iterdir()] == [f"{Path(recipe).stem}-rte-none-seed0"]
+    assert [path.name for path in (tmp_path / "runs").iterdir() if not path.name.startswith(".")] == [f"{Path(recipe).stem}-rte-none-seed0"]
+
+
+def test_a_second_process_writing_the_same_run_or_teacher_is_refused(trained, tmp_path):
+    recipe, store = trained
+    with exclusive(tmp_path / ".run.lock", "held by this test"):
+        result = bam("distill", recipe, "--anneal", "none", "--data-dir", GLUE_FIXTURE, "--tasks", "rte", "--out", tmp_path / "run")
+    assert_one_line_error(result, f"{tmp_path / 'run'} is in use by another bam process (pid {os.getpid()}", leftover=tmp_path / "run")
+    with exclusive(tmp_path / ".store.rte.lock", "held by this test"):
+        result = bam("train-teachers", recipe, "--data-dir", GLUE_FIXTURE, "--tasks", "cola,rte", "--out", tmp_path / "store")
+    assert_one_line_error(result, "store/rte is in use by another bam process", leftover=tmp_path / "store")
 
 
 def test_default_run_directory_tells_settings_apart(tiny_recipe):
