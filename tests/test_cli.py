@@ -155,7 +155,8 @@ def test_bad_label_in_data(tiny_recipe, tmp_path):
 
 def test_missing_model_path(tmp_path):
     recipe = write_recipe(tmp_path, tmp_path / "no-such-model")
-    assert_one_line_error(bam("train-teachers", recipe, "--data-dir", GLUE_FIXTURE), "does not exist")
+    result = bam("train-teachers", recipe, "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "store")
+    assert_one_line_error(result, "does not exist", leftover=tmp_path / "store")
 
 
 def test_missing_teacher_store(tiny_recipe, tmp_path):
