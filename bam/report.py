@@ -14,6 +14,7 @@ against `glue-mini-bf16/single`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class Comparison:
     bootstraps: tuple[Bootstrap, ...]  # one per seed both conditions ran, when predictions exist
     seed_differences: tuple[float, ...] = ()  # target minus other, per seed both ran (same seed: same data order)
 
-    @property
+    @functools.cached_property  # the sentence and the table both read it
     def paired(self) -> SignedRank:
         """Wilcoxon signed-rank, one-sided, over the same-seed differences: a second view beside Mann-Whitney."""
         return signed_rank(self.seed_differences, "greater")
