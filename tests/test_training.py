@@ -82,11 +82,12 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, recip
     _two_processes("distill", recipe_without_dropout, "--teachers", tmp_path / "one", "--out", tmp_path / "student-two")
     half_batch = load_recipe(recipe_without_dropout, ["student.batch_size=4"])
     distill(half_batch, tasks, data_dir=GLUE_FIXTURE, teacher_store=tmp_path / "one", out=tmp_path / "student-half")
-    for name in ("rte.dev", "stsb.dev", "cola.dev"):
-        one = tmp_path / "student-one" / "predictions" / f"{name}.safetensors"
-        assert _largest_difference(one, tmp_path / "student-two" / "predictions" / f"{name}.safetensors") < 1e-5
-        # The tolerance means something: a genuinely different run is far outside it.
-        assert _largest_difference(one, tmp_path / "student-half" / "predictions" / f"{name}.safetensors") > 1e-3
+    names = [f"{task}.dev.safetensors" for task in ("rte", "stsb", "cola")]
+    one = tmp_path / "student-one" / "predictions"
+    assert max(_largest_difference(one / name, tmp_path / "student-two" / "predictions" / name) for name in names) < 1e-5
+    # The tolerance means something: a genuinely different run is far outside it. This is checked over the whole run, not
+    # per task, since one head may move little (a CI machine saw 9e-4 on STS-B's regression head, this one 8e-3; RTE 0.1).
+    assert max(_largest_difference(one / name, tmp_path / "student-half" / "predictions" / name) for name in names) > 1e-3
     assert (tmp_path / "student-two" / "run.json").read_text().count('"processes": 2') == 1
     assert torch.equal(
         read_predictions(tmp_path / "student-one" / "predictions" / "rte.dev.safetensors").ids,
