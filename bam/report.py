@@ -26,7 +26,7 @@ from bam import metrics
 from bam.config import Recipe, build
 from bam.errors import BamError
 from bam.files import check_writable, read_json, replaced_atomically, write_csv, write_text
-from bam.statistics import Bootstrap, MannWhitney, SignedRank, mann_whitney, paired_bootstrap, signed_rank, smallest_p, spread
+from bam.statistics import Bootstrap, MannWhitney, SignedRank, mann_whitney, paired_bootstrap, signed_rank, smallest_p, smallest_signed_rank_p, spread
 from bam.sweep import collect
 from bam.tasks import Task, resolve
 from bam.teacher_store import Predictions, read_predictions
@@ -63,7 +63,7 @@ class Comparison:
         )
         if self.paired.n:
             line += f"; signed-rank p = {self.paired.p:.3g} over {self.paired.n} same-seed pairs"
-            if 0.5**self.paired.n >= 0.05:  # every pair positive has probability 1 / 2**n under the null
+            if smallest_signed_rank_p(self.paired.n) >= 0.05:
                 line += " (too few for p < 0.05)"
         if self.bootstraps:
             significant = sum(boot.p < 0.05 for boot in self.bootstraps)

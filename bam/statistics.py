@@ -112,6 +112,17 @@ def signed_rank(differences: Sequence[float], alternative: str = "greater") -> S
     return SignedRank(float(w), float(p), len(nonzero), alternative)
 
 
+def smallest_signed_rank_p(n: int, alternative: str = "greater") -> float:
+    """The smallest p-value the exact signed-rank test can give with n non-zero pairs.
+
+    Every difference positive is one of 2**n equally likely sign patterns under
+    the null; two-sided doubles it. With 4 pairs that is 0.0625: no result can be
+    significant at 0.05.
+    """
+    p = 0.5**n
+    return min(1.0, 2 * p) if alternative == "two-sided" else p
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     """A paired bootstrap of metric(a) - metric(b) over resampled dev examples."""

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bam.statistics import SignedRank, mann_whitney, paired_bootstrap, signed_rank, smallest_p, spread
+from bam.statistics import SignedRank, mann_whitney, paired_bootstrap, signed_rank, smallest_p, smallest_signed_rank_p, spread
 
 
 def test_spread_against_hand_values():
@@ -98,7 +98,9 @@ def test_signed_rank_on_a_hand_computed_case():
     # sign flips, those whose negative ranks sum to at most 3 are {}, {1}, {2}, {3}, {1, 2}: p = 5/32.
     result = signed_rank([1, 2, -3, 4, 5])
     assert (result.w, result.n) == (12, 5) and result.p == pytest.approx(5 / 32)
-    assert signed_rank([1, 2, 3, 4, 5]).p == pytest.approx(1 / 32)  # the smallest possible with 5 pairs
+    assert signed_rank([1, 2, 3, 4, 5]).p == pytest.approx(smallest_signed_rank_p(5)) == pytest.approx(1 / 32)
+    assert signed_rank([-1, -2, -3, -4, -5], "two-sided").p == pytest.approx(smallest_signed_rank_p(5, "two-sided")) == pytest.approx(2 / 32)
+    assert smallest_signed_rank_p(4) == pytest.approx(0.0625)  # 4 seeds: no paired result can reach 0.05
 
 
 def test_signed_rank_drops_zero_differences_and_shares_tied_ranks():
