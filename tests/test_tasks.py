@@ -28,6 +28,13 @@ def test_task_subset_must_come_from_the_recipe():
         resolve(recipe, "mnli")
 
 
+def test_a_task_subset_forgives_case_and_keeps_the_recipes_spelling():
+    sarcasm = TaskSpec(labels=("plain", "sarcastic"))
+    recipe = Recipe(model="m", tasks=("rte", "Sarcasm"), custom_tasks={"Sarcasm": sarcasm})
+    assert [task.name for task in resolve(recipe, "sarcasm,RTE")] == ["Sarcasm", "rte"]
+    assert [task.name for task in resolve(recipe, "Sarcasm")] == ["Sarcasm"]
+
+
 @pytest.mark.parametrize(
     ("only", "message"), [(",", "--tasks: no task named"), ("rte, RTE", "--tasks: 'rte' is named twice")]
 )
