@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -155,6 +156,8 @@ def _convert(value: Any, annotation: Any, key: str, default: Any = None) -> Any:
         return {name: _convert(item, args[1], f"{key}.{name}") for name, item in value.items()}
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):  # TOML reads inf and nan
+        raise BamError(f"{key}: expected a finite number, got {value!r}")
     if annotation in (int, float, str, bool) and (type(value) is annotation):
         return value
     raise BamError(f"{key}: expected {_type_name(annotation)}, got {_type_name(type(value))} {value!r}")
@@ -248,8 +251,9 @@ def _ranges(recipe: Recipe):
     yield "checkpoint_every", recipe.checkpoint_every, lambda value: value >= 0, "at least 0"
     for section in ("teacher", "student"):
         config = getattr(recipe, section)
-        for name in ("learning_rate", "batch_size", "epochs"):
+        for name in ("learning_rate", "batch_size"):
             yield f"{section}.{name}", getattr(config, name), *positive
+        yield f"{section}.epochs", config.epochs, lambda value: 0 < value <= 10_000, "in (0, 10000]"
         yield f"{section}.layerwise_lr_decay", config.layerwise_lr_decay, lambda value: 0 < value <= 1, "in (0, 1]"
         yield f"{section}.warmup_fraction", config.warmup_fraction, lambda value: 0 <= value < 1, "in [0, 1)"
         yield f"{section}.weight_decay", config.weight_decay, lambda value: value >= 0, "at least 0"

@@ -9,6 +9,7 @@ outputs become training targets, its loss, and how outputs become predictions.
 from __future__ import annotations
 
 import functools
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -102,6 +103,9 @@ class Task:
         return metrics.compute(self.spec.metrics, gold.numpy(), predicted)
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 @functools.cache
 def registry() -> dict[str, TaskSpec]:
     """The built-in GLUE task specs, read from glue_tasks.toml."""
@@ -111,6 +115,15 @@ def registry() -> dict[str, TaskSpec]:
 
 def check_spec(name: str, spec: TaskSpec) -> None:
     """Reject specs that cannot work, naming the task and field."""
+    if not _SAFE_NAME.fullmatch(name):  # it names folders and files in the teacher store and run folders
+        raise BamError(f"task {name!r}: a task name is letters, digits, '_' and '-', starting with a letter or digit")
+    if len(set(spec.labels)) != len(spec.labels):
+        raise BamError(f"task {name!r}: `labels` names a label twice")
+    if len(spec.local.delimiter) != 1:
+        raise BamError(f"task {name!r}: `local.delimiter` must be one character, got {spec.local.delimiter!r}")
+    negative = [column for column in (*spec.local.text_columns, spec.local.label_column) if isinstance(column, int) and column < 0]
+    if negative:
+        raise BamError(f"task {name!r}: column position {negative[0]} is negative (positions count from 0)")
     if spec.type == "classification" and len(spec.labels) < 2:
         raise BamError(f"task {name!r}: a classification task needs at least two `labels`")
     unknown = [metric for metric in spec.metrics if metric not in metrics.METRICS]

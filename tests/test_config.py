@@ -96,6 +96,9 @@ def test_a_task_can_be_declared_in_the_recipe(tmp_path):
         ("student.warmup_fraction=1", "must be in [0, 1)"),
         ("max_length=2", "max_length = 2 must be at least 8"),
         ("seed=-1", "seed = -1 must be between 0 and 2**32 - 1"),
+        ("student.epochs=inf", "student.epochs: expected a finite number, got inf"),
+        ("teacher.learning_rate=nan", "teacher.learning_rate: expected a finite number, got nan"),
+        ("student.epochs=1e30", "student.epochs = 1e+30 must be in (0, 10000]"),
     ],
 )
 def test_out_of_range_values_are_refused_with_the_key(tmp_path, setting, message):

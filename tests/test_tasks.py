@@ -48,6 +48,18 @@ def test_impossible_specs_are_refused():
         check_spec("x", TaskSpec(labels=("only",)))
     with pytest.raises(BamError, match=r"unknown metric 'acurracy' \(did you mean \"accuracy\"\?\)"):
         check_spec("x", TaskSpec(labels=("a", "b"), metrics=("acurracy",)))
+    with pytest.raises(BamError, match="`labels` names a label twice"):
+        check_spec("x", TaskSpec(labels=("a", "a")))
+    with pytest.raises(BamError, match=r"`local.delimiter` must be one character, got ',,'"):
+        check_spec("x", TaskSpec(labels=("a", "b"), local=LocalFiles(delimiter=",,")))
+    with pytest.raises(BamError, match="column position -9 is negative"):
+        check_spec("x", TaskSpec(labels=("a", "b"), local=LocalFiles(text_columns=(-9,))))
+
+
+@pytest.mark.parametrize("name", ["mnli/m", "../x", ".hidden", "a b", "rte+cola", ""])
+def test_a_task_name_that_would_not_be_a_plain_file_name_is_refused(name):
+    with pytest.raises(BamError, match="a task name is letters, digits"):
+        check_spec(name, TaskSpec(labels=("a", "b")))
 
 
 def test_metrics_must_fit_the_task_type():
