@@ -28,7 +28,7 @@ from bam.errors import BamError
 from bam.files import check_writable, read_json, replaced_atomically, write_csv, write_text
 from bam.statistics import Bootstrap, MannWhitney, SignedRank, mann_whitney, paired_bootstrap, signed_rank, smallest_p, smallest_signed_rank_p, spread
 from bam.sweep import collect
-from bam.tasks import Task, resolve
+from bam.tasks import TASK_NAME, Task, resolve
 from bam.teacher_store import Predictions, read_predictions
 
 
@@ -78,21 +78,28 @@ def load_results(sweep: Path) -> pd.DataFrame:
     if not path.is_file():
         raise BamError(f"{sweep}: no results.csv (run `bam sweep` into this folder first)")
     try:
-        table = pd.read_csv(path)
+        # Blank lines are kept (as empty rows, dropped below) so that a row's index + 2 is its line in the file.
+        table = pd.read_csv(path, skip_blank_lines=False, dtype={"condition": str, "seed": str, "task": str, "score": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise BamError(f"{path}: not a readable CSV table ({str(error).splitlines()[0]})") from None
     missing = {"condition", "seed", "task", "score"} - set(table.columns)
     if missing:
         raise BamError(f"{path}: missing column {sorted(missing)[0]!r}")
-    for column, whole in (("seed", True), ("score", False)):
-        values = pd.to_numeric(table[column], errors="coerce")
-        bad = values.isna() | ((values % 1 != 0) if whole else False)
+    table = table[~table.isna().all(axis=1)].copy()
+    table[["condition", "seed", "task", "score"]] = table[["condition", "seed", "task", "score"]].fillna("")
+
+    def refuse(bad: pd.Series, column: str, what: str) -> None:
         if bad.any():
-            row = int(bad.to_numpy().argmax())
-            kind = "a whole number" if whole else "a number"
-            raise BamError(f"{path}: line {row + 2}: {column} {str(table[column].iloc[row])!r} is not {kind}")
-        table[column] = values.astype(int) if whole else values
-    return table
+            row = bad.idxmax()
+            raise BamError(f"{path}: line {row + 2}: {column} {str(table[column][row])!r} is {what}")
+
+    refuse(~table["condition"].str.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*"), "condition", "not a condition name")
+    refuse(~table["task"].str.fullmatch(TASK_NAME.pattern), "task", "not a task name")
+    seeds, scores = pd.to_numeric(table["seed"], errors="coerce"), pd.to_numeric(table["score"], errors="coerce")
+    refuse(~seeds.between(0, 2**32 - 1) | (seeds % 1 != 0), "seed", "not a whole number from 0 to 2**32 - 1")
+    refuse(~np.isfinite(scores), "score", "not a finite number")
+    refuse(table.duplicated(["condition", "seed", "task"]), "task", "listed twice for this condition and seed")
+    return table.assign(seed=seeds.astype(int), score=scores)
 
 
 def medians(table: pd.DataFrame) -> pd.DataFrame:

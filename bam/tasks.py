@@ -103,7 +103,7 @@ class Task:
         return metrics.compute(self.spec.metrics, gold.numpy(), predicted)
 
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @functools.cache
@@ -115,7 +115,7 @@ def registry() -> dict[str, TaskSpec]:
 
 def check_spec(name: str, spec: TaskSpec) -> None:
     """Reject specs that cannot work, naming the task and field."""
-    if not _SAFE_NAME.fullmatch(name):  # it names folders and files in the teacher store and run folders
+    if not TASK_NAME.fullmatch(name):  # it names folders and files in the teacher store and run folders
         raise BamError(f"task {name!r}: a task name is letters, digits, '_' and '-', starting with a letter or digit")
     if len(set(spec.labels)) != len(spec.labels):
         raise BamError(f"task {name!r}: `labels` names a label twice")

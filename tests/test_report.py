@@ -112,12 +112,24 @@ def test_sweep_folders_with_one_name_or_a_missing_condition_are_refused_in_one_l
     assert result.exit_code == 2 and "no runs of condition 'bam'" in result.output and "toy-sweep/bam" in result.output
 
 
-@pytest.mark.parametrize(("cell", "message"), [("score", "line 3: score 'x' is not a number"), ("seed", "line 3: seed '1.5' is not a whole number")])
-def test_a_results_table_with_a_bad_cell_is_refused_naming_the_line(sweep, tmp_path, cell, message):
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        (3, "x", "line 4: score 'x' is not a finite number"),
+        (3, "inf", "line 4: score 'inf' is not a finite number"),
+        (1, "1.5", "line 4: seed '1.5' is not a whole number"),
+        (1, "1e40", "line 4: seed '1e40' is not a whole number from 0 to 2**32 - 1"),
+        (0, "", "line 4: condition '' is not a condition name"),
+        (2, "mnli/m", "line 4: task 'mnli/m' is not a task name"),
+        (2, "rte", "line 4: task 'rte' is listed twice for this condition and seed"),  # the average row made a second rte row
+    ],
+)
+def test_a_results_table_with_a_bad_cell_is_refused_naming_the_line(sweep, tmp_path, column, value, message):
     lines = (sweep / "results.csv").read_text().splitlines()
     fields = lines[2].split(",")
-    fields[3 if cell == "score" else 1] = "x" if cell == "score" else "1.5"
+    fields[column] = value
     lines[2] = ",".join(fields)
+    lines.insert(1, "")  # a blank line still counts as a line of the file
     (sweep / "results.csv").write_text("\n".join(lines) + "\n")
     result = CliRunner().invoke(main, ["report", str(sweep), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
