@@ -171,12 +171,12 @@ def run_sweep(
         raise BamError("--set seed: a sweep gives each run its own seed (use --seeds and --first-seed)")
     recipe = load_recipe(recipe_path, overrides)
     tasks = [task.name for task in resolve(recipe)]
+    runs = plan(tasks, seeds, conditions)  # before anything is written: an unknown condition leaves no folder behind
     check_writable(out)
     out.mkdir(exist_ok=True)
     data = str(data_dir.resolve()) if data_dir else None
     with exclusive(out / "sweep.lock", f"sweep folder {out}"):
         _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": data or "hub"})
-        runs = plan(tasks, seeds, conditions)
         pending = [run for run in runs if not run.is_done(out)]
         for run in runs:
             if run not in pending:
@@ -281,6 +281,14 @@ RUN_FACTS = ("wall_seconds", "code", "threads", "processes", "precision")
 
 def _run_rows(sweep: Path, run: Run) -> list[dict]:
     folder = run.folder(sweep)
+    try:
+        return _read_run_rows(folder, run)
+    except (OSError, KeyError, TypeError, AttributeError) as error:  # bam writes these folders whole; someone edited this one
+        detail = error.strerror if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+        raise BamError(f"{folder}: a damaged run folder ({detail}); delete it and run the sweep again to redo the run") from None
+
+
+def _read_run_rows(folder: Path, run: Run) -> list[dict]:
     base = {"condition": run.condition, "seed": run.seed}
     about = read_json(folder / ("manifest.json" if run.condition == "single" else "run.json"))
     facts = {key: about.get(key) for key in RUN_FACTS}  # runs written before `processes` was recorded lack it

@@ -73,6 +73,10 @@ def test_results_table_has_a_row_per_run_and_task_and_averages(recipe, tmp_path)
     _, comparisons = report([tmp_path / "again", tmp_path / "sweep"], tmp_path / "analysis", target="again/bam", baseline="sweep/bam", samples=100)
     assert [len(item.bootstraps) for item in comparisons] == [1, 1, 0]
     assert all(item.median_difference == 0 for item in comparisons)
+    # A finished run folder someone damaged is named, not a traceback.
+    (tmp_path / "again" / "seed1" / "bam" / "run.json").unlink()
+    with pytest.raises(BamError, match=r"again/seed1/bam: a damaged run folder \(No such file or directory\); delete it"):
+        report(tmp_path / "again", tmp_path / "analysis", samples=100)
 
 
 def test_a_sweep_folder_refuses_other_settings(recipe, tmp_path):
@@ -115,6 +119,8 @@ def test_killed_sweep_resumes_to_the_same_table_with_every_run_done_once(recipe,
 def test_a_seed_override_is_refused_since_the_sweep_sets_seeds(recipe, tmp_path):
     with pytest.raises(BamError, match="--set seed: a sweep gives each run its own seed"):
         sweep(recipe, tmp_path / "sweep", overrides=['tasks=["rte"]', "seed=3"])
+    with pytest.raises(BamError, match="unknown condition 'foo'"):
+        sweep(recipe, tmp_path / "sweep", conditions=["foo"])
     assert not (tmp_path / "sweep").exists()
 
 
