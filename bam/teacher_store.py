@@ -157,10 +157,12 @@ def read_manifest(store: Path, task_name: str) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise BamError(f"{path}: format {found!r} is not {FORMAT!r}")
-    for key in ("type", "labels", "train_fingerprint", "files"):
+    for key, kind, described in (("type", str, "a string"), ("labels", list, "a list"), ("train_fingerprint", str, "a string"), ("files", dict, "an object")):
         if key not in manifest:
             raise BamError(f"{path}: no {key!r} entry")
-    if not isinstance(manifest["files"], dict) or "train" not in manifest["files"]:
+        if not isinstance(manifest[key], kind):
+            raise BamError(f"{path}: {key!r} must be {described}, not {manifest[key]!r}")
+    if "train" not in manifest["files"]:
         raise BamError(f"{path}: no 'files.train' entry")
     for split, entry in manifest["files"].items():
         if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) for key in ("path", "sha256"))):

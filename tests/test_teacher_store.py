@@ -1,5 +1,6 @@
 import hashlib
 import json
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -92,6 +93,15 @@ def test_manifest_missing_an_entry_is_refused(tmp_path):
         read_teacher(store, RTE, IDS, "abc")
     path.write_text("[1, 2]")
     with pytest.raises(BamError, match="format 'list'"):
+        read_teacher(store, RTE, IDS, "abc")
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [("train_fingerprint", None, "'train_fingerprint' must be a string, not None"), ("labels", "ab", "'labels' must be a list, not 'ab'"), ("files", [], "'files' must be an object, not []")])
+def test_manifest_entries_of_the_wrong_type_are_refused(tmp_path, key, value, message):
+    store = store_with_rte(tmp_path)
+    path = store / "rte" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    with pytest.raises(BamError, match=re.escape(message)):
         read_teacher(store, RTE, IDS, "abc")
 
 
