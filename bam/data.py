@@ -102,17 +102,25 @@ def _parse_label(raw: str, spec: TaskSpec, where: str) -> int | float:
 
 def _rows(path: Path, spec: TaskSpec):
     try:
-        # utf-8-sig: MRPC's files start with a byte-order mark.
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            yield from csv.reader(handle, delimiter=spec.local.delimiter, quoting=csv.QUOTE_NONE)
+        with path.open("rb") as handle:
+            reader = csv.reader(_decoded_lines(handle, path), delimiter=spec.local.delimiter, quoting=csv.QUOTE_NONE)
+            try:
+                yield from reader
+            except csv.Error as error:  # without quoting a row is one line, so the reader's count is the file's
+                raise BamError(f"{path}:{reader.line_num}: unreadable row ({error})") from None
     except FileNotFoundError:
         raise BamError(f"{path}: data file not found") from None
-    except UnicodeDecodeError as error:
-        raise BamError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except csv.Error as error:
-        raise BamError(f"{path}: unreadable row ({error})") from None
     except OSError as error:
         raise BamError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def _decoded_lines(handle, path: Path):
+    """The file's lines as text, decoded one by one so that bad bytes are reported with their line."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")  # utf-8-sig: MRPC's files start with a byte-order mark
+        except UnicodeDecodeError as error:
+            raise BamError(f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start} of the line)") from None
 
 
 def read_delimited(path: Path, spec: TaskSpec) -> datasets.Dataset:

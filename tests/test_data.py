@@ -76,6 +76,21 @@ def test_bad_files_name_file_row_and_field(tmp_path, text, message):
         broken(tmp_path, text)()
 
 
+def test_bad_bytes_and_huge_fields_are_named_with_their_line(tmp_path):
+    folder = tmp_path / "RTE"
+    folder.mkdir()
+    rows = "".join(f"{index}\ta\tb\tentailment\n" for index in range(3000))  # well past the first read buffer
+    (folder / "train.tsv").write_bytes((HEADER + rows).encode() + b"3000\ta \xff\tb\tentailment\n")
+    with pytest.raises(BamError, match=r"train.tsv:3002: not UTF-8 text \(invalid start byte at byte 7 of the line\)"):
+        read_delimited(folder / "train.tsv", task("rte").spec)
+    (folder / "train.tsv").write_text(HEADER + "0\ta\tb\tentailment\n" + "1\t" + "x" * 200_000 + "\tb\tentailment\n")
+    with pytest.raises(BamError, match=r"train.tsv:3: unreadable row \(field larger than field limit"):
+        read_delimited(folder / "train.tsv", task("rte").spec)
+    # A byte-order mark opens the first line only (MRPC's files have one); it is not text.
+    (folder / "train.tsv").write_bytes(b"\xef\xbb\xbf" + (HEADER + "0\ta\tb\tentailment\n").encode())
+    assert read_delimited(folder / "train.tsv", task("rte").spec)[0]["text_a"] == "a"
+
+
 def test_non_numeric_regression_label_is_named(tmp_path):
     folder = tmp_path / "STS-B"
     folder.mkdir()
