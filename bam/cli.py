@@ -200,7 +200,7 @@ def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_we
 
 
 def default_run_folder(recipe: Path, loaded, subset: list, overrides: tuple[str, ...]) -> Path:
-    """runs/<recipe>[-<tasks>]-<anneal>[<teacher weight>]-seed<N>[-set<hash>]: runs with other settings never share a folder."""
+    """runs/<recipe>[-<tasks>]-<anneal>[<teacher weight>]-seed<N>[-set<hash>]: runs with other command-line settings (data and teachers aside) never share a folder."""
     tasks = "-" + "+".join(task.name for task in subset) if subset else ""
     weight = f"{loaded.student.teacher_weight:g}" if loaded.student.anneal == "constant" else ""
     settings = "-set" + hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:6] if overrides else ""
