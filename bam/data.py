@@ -57,7 +57,7 @@ def data_directory(option: str | None) -> Path | None:
         return None
     folder = Path(chosen).expanduser()
     if not folder.is_dir():
-        raise BamError(f"data directory {folder} does not exist")
+        raise BamError(f"data directory {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
     return folder
 
 
@@ -97,6 +97,8 @@ def _parse_label(raw: str, spec: TaskSpec, where: str) -> int | float:
     if not np.isfinite(value):
         raise BamError(f"{where}: regression label {raw!r} is not a finite number")
     low, high = spec.label_range
+    if not low <= value <= high:  # the range scales targets to [0, 1]; a label outside it means the declared range is wrong
+        raise BamError(f"{where}: regression label {raw!r} is outside the task's label_range [{low:g}, {high:g}]")
     return (value - low) / (high - low)
 
 

@@ -159,6 +159,12 @@ def test_missing_model_path(tmp_path):
     assert_one_line_error(result, "does not exist", leftover=tmp_path / "store")
 
 
+def test_a_data_directory_that_is_a_file_is_named(tiny_recipe, tmp_path):
+    (tmp_path / "glue.tsv").write_text("not a folder\n")
+    result = bam("train-teachers", tiny_recipe, "--data-dir", tmp_path / "glue.tsv", "--out", tmp_path / "store")
+    assert_one_line_error(result, f"data directory {tmp_path / 'glue.tsv'} is not a folder", leftover=tmp_path / "store")
+
+
 def test_missing_teacher_store(tiny_recipe, tmp_path):
     result = bam("distill", tiny_recipe, "--teachers", tmp_path / "absent", "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "run")
     assert_one_line_error(result, "does not exist", leftover=tmp_path / "run")

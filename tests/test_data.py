@@ -98,6 +98,9 @@ def test_non_numeric_regression_label_is_named(tmp_path):
     (folder / "train.tsv").write_text(header + "\n0\tg\tf\ty\to\ts\ts\ta b\tc d\tfive\n")
     with pytest.raises(BamError, match=r"train.tsv:2: regression label 'five' is not a number"):
         read_delimited(folder / "train.tsv", task("stsb").spec)
+    (folder / "train.tsv").write_text(header + "\n0\tg\tf\ty\to\ts\ts\ta b\tc d\t7.5\n")
+    with pytest.raises(BamError, match=r"train.tsv:2: regression label '7.5' is outside the task's label_range \[0, 5\]"):
+        read_delimited(folder / "train.tsv", task("stsb").spec)
 
 
 def test_missing_file_is_named(tmp_path):
