@@ -8,6 +8,7 @@ import pytest
 from transformers import BertConfig, BertModel, BertTokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
+REPOSITORY = Path(__file__).parent.parent
 GLUE_FIXTURE = FIXTURES / "glue"
 SHARED_GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 

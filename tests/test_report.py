@@ -8,9 +8,10 @@ from click.testing import CliRunner
 from scipy import stats
 
 from bam.cli import main
-from bam.report import report
+from bam.errors import BamError
+from bam.report import load_results, report
 
-from conftest import FIXTURES
+from conftest import FIXTURES, REPOSITORY
 
 
 @pytest.fixture
@@ -133,6 +134,26 @@ def test_a_results_table_with_a_bad_cell_is_refused_naming_the_line(sweep, tmp_p
     (sweep / "results.csv").write_text("\n".join(lines) + "\n")
     result = CliRunner().invoke(main, ["report", str(sweep), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("folder", sorted(path.parent.name for path in (REPOSITORY / "analysis").glob("*/results.csv")))
+def test_every_committed_report_folder_reads_back(folder):
+    """A report folder stands on its own: its results.csv (conditions `sweep/name` where it compared sweeps) loads again."""
+    table = load_results(REPOSITORY / "analysis" / folder)
+    assert len(table) > 0 and table["score"].notna().all() and table["seed"].dtype.kind == "i"
+
+
+def test_odd_but_valid_tables_read(sweep):
+    path = sweep / "results.csv"
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace(",average,", ",NA,")  # a task may be called NA: cells are names, not missing values
+    lines.insert(3, "   ")  # a line of spaces is a blank line
+    path.write_text("\n".join(lines) + "\n")
+    table = load_results(sweep)
+    assert "NA" in set(table["task"]) and len(table) == len(lines) - 2
+    path.write_text("condition,seed,task,score\nbam,0,rte,50,9\n")  # one field too many: pandas would make an index of it
+    with pytest.raises(BamError, match="not a readable CSV table|line 2"):
+        load_results(sweep)
 
 
 def test_report_without_results_is_one_clear_error(tmp_path):
