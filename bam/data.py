@@ -26,6 +26,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -104,8 +105,10 @@ def _parse_label(raw: str, spec: TaskSpec, where: str) -> int | float:
 
 def _rows(path: Path, spec: TaskSpec):
     try:
-        with path.open("rb") as handle:
-            reader = csv.reader(_decoded_lines(handle, path), delimiter=spec.local.delimiter, quoting=csv.QUOTE_NONE)
+        # utf-8-sig: MRPC's files start with a byte-order mark. Bad bytes are kept as lone surrogates and
+        # refused line by line, so the error names the line (a decode error would name a buffer offset).
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+            reader = csv.reader(_checked_lines(handle, path), delimiter=spec.local.delimiter, quoting=csv.QUOTE_NONE)
             try:
                 yield from reader
             except csv.Error as error:  # without quoting a row is one line, so the reader's count is the file's
@@ -116,13 +119,15 @@ def _rows(path: Path, spec: TaskSpec):
         raise BamError(f"{path}: cannot read ({error.strerror})") from None
 
 
-def _decoded_lines(handle, path: Path):
-    """The file's lines as text, decoded one by one so that bad bytes are reported with their line."""
-    for number, raw in enumerate(handle, start=1):
-        try:
-            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")  # utf-8-sig: MRPC's files start with a byte-order mark
-        except UnicodeDecodeError as error:
-            raise BamError(f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start} of the line)") from None
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _checked_lines(handle, path: Path):
+    for number, line in enumerate(handle, start=1):
+        bad = None if line.isascii() else _UNDECODED.search(line)  # most lines are ASCII: skip the search
+        if bad:
+            raise BamError(f"{path}:{number}: not UTF-8 text (byte 0x{ord(bad.group()) - 0xDC00:02x} at character {bad.start()} of the line)")
+        yield line
 
 
 def read_delimited(path: Path, spec: TaskSpec) -> datasets.Dataset:

@@ -81,7 +81,7 @@ def test_bad_bytes_and_huge_fields_are_named_with_their_line(tmp_path):
     folder.mkdir()
     rows = "".join(f"{index}\ta\tb\tentailment\n" for index in range(3000))  # well past the first read buffer
     (folder / "train.tsv").write_bytes((HEADER + rows).encode() + b"3000\ta \xff\tb\tentailment\n")
-    with pytest.raises(BamError, match=r"train.tsv:3002: not UTF-8 text \(invalid start byte at byte 7 of the line\)"):
+    with pytest.raises(BamError, match=r"train.tsv:3002: not UTF-8 text \(byte 0xff at character 7 of the line\)"):
         read_delimited(folder / "train.tsv", task("rte").spec)
     (folder / "train.tsv").write_text(HEADER + "0\ta\tb\tentailment\n" + "1\t" + "x" * 200_000 + "\tb\tentailment\n")
     with pytest.raises(BamError, match=r"train.tsv:3: unreadable row \(field larger than field limit"):
@@ -89,6 +89,15 @@ def test_bad_bytes_and_huge_fields_are_named_with_their_line(tmp_path):
     # A byte-order mark opens the first line only (MRPC's files have one); it is not text.
     (folder / "train.tsv").write_bytes(b"\xef\xbb\xbf" + (HEADER + "0\ta\tb\tentailment\n").encode())
     assert read_delimited(folder / "train.tsv", task("rte").spec)[0]["text_a"] == "a"
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_every_line_ending_reads_alike(tmp_path, newline):
+    folder = tmp_path / "RTE"
+    folder.mkdir()
+    (folder / "train.tsv").write_bytes(newline.join([HEADER.strip(), "0\ta\tb\tentailment", "1\tc é\td\tnot_entailment", ""]).encode())
+    data = read_delimited(folder / "train.tsv", task("rte").spec)
+    assert (data["text_a"], data["text_b"], data["label"], data["id"]) == (["a", "c é"], ["b", "d"], [0, 1], [0, 1])
 
 
 def test_non_numeric_regression_label_is_named(tmp_path):
