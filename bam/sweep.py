@@ -281,24 +281,39 @@ RUN_FACTS = ("wall_seconds", "code", "threads", "processes", "precision")
 
 def _run_rows(sweep: Path, run: Run) -> list[dict]:
     folder = run.folder(sweep)
-    try:
-        return _read_run_rows(folder, run)
-    except (OSError, KeyError, TypeError, AttributeError) as error:  # bam writes these folders whole; someone edited this one
-        detail = error.strerror if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
-        raise BamError(f"{folder}: a damaged run folder ({detail}); delete it and run the sweep again to redo the run") from None
 
+    def damaged(what: str) -> BamError:  # bam writes these folders whole; someone edited or half-deleted this one
+        return BamError(f"{folder}: a damaged run folder ({what}); delete it and run the sweep again to redo the run")
 
-def _read_run_rows(folder: Path, run: Run) -> list[dict]:
+    def read(name: str) -> dict:
+        if not (folder / name).is_file():
+            raise damaged(f"no {name}")
+        about = read_json(folder / name)
+        if not isinstance(about, dict):
+            raise damaged(f"{name} is not a JSON object")
+        return about
+
+    def scores(values, where: str) -> dict:
+        if not (isinstance(values, dict) and _is_number(values.get("score")) and all(map(_is_number, values.values()))):
+            raise damaged(f"{where} is not a table of numbers with a score")
+        return values
+
     base = {"condition": run.condition, "seed": run.seed}
-    about = read_json(folder / ("manifest.json" if run.condition == "single" else "run.json"))
+    about = read("manifest.json" if run.condition == "single" else "run.json")
     facts = {key: about.get(key) for key in RUN_FACTS}  # runs written before `processes` was recorded lack it
     if run.condition == "single":
-        return [{**base, "task": run.task, **about["dev_metrics"], **facts}]
-    results = read_json(folder / "metrics.json")
-    rows = [{**base, "task": task, **values, **facts} for task, values in results["tasks"].items()]
+        return [{**base, "task": run.task, **scores(about.get("dev_metrics"), "manifest.json's dev_metrics"), **facts}]
+    results = read("metrics.json")
+    if not isinstance(results.get("tasks"), dict) or not _is_number(results.get("average")):
+        raise damaged("metrics.json has no 'tasks' table or no 'average'")
+    rows = [{**base, "task": task, **scores(values, f"metrics.json's {task}"), **facts} for task, values in results["tasks"].items()]
     if run.condition not in PER_TASK:
         rows.append({**base, "task": "average", "score": results["average"], **facts})
     return rows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def collect(sweep: Path, tasks: Sequence[str]) -> pd.DataFrame:

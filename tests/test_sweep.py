@@ -74,8 +74,14 @@ def test_results_table_has_a_row_per_run_and_task_and_averages(recipe, tmp_path)
     assert [len(item.bootstraps) for item in comparisons] == [1, 1, 0]
     assert all(item.median_difference == 0 for item in comparisons)
     # A finished run folder someone damaged is named, not a traceback.
+    metrics = tmp_path / "again" / "seed1" / "multi" / "metrics.json"
+    intact = metrics.read_text()
+    metrics.write_text(intact.replace('"score": ', '"score": "x", "was": ', 1))
+    with pytest.raises(BamError, match=r"again/seed1/multi: a damaged run folder \(metrics.json's rte is not a table of numbers with a score\)"):
+        report(tmp_path / "again", tmp_path / "analysis", samples=100)
+    metrics.write_text(intact)
     (tmp_path / "again" / "seed1" / "bam" / "run.json").unlink()
-    with pytest.raises(BamError, match=r"again/seed1/bam: a damaged run folder \(No such file or directory\); delete it"):
+    with pytest.raises(BamError, match=r"again/seed1/bam: a damaged run folder \(no run.json\); delete it"):
         report(tmp_path / "again", tmp_path / "analysis", samples=100)
 
 
