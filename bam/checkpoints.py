@@ -75,19 +75,25 @@ def latest_checkpoint(checkpointing: Checkpointing) -> Path | None:
             about = read_json(candidate / "checkpoint.json")
         except (OSError, BamError):  # half-deleted or unreadable: not a checkpoint to resume
             continue
-        if about.get("key") == checkpointing.key:
+        well_formed = isinstance(about, dict) and type(about.get("step")) is int and isinstance(about.get("seconds", 0.0), (int, float))
+        if well_formed and about.get("key") == checkpointing.key:
             return candidate
     return None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict[str, torch.Tensor]], float]:
     """Restore model, optimizer and scheduler in place; returns the step reached, the random states and the seconds it took."""
-    load_model(model, str(path / "model.safetensors"))
-    state = torch.load(path / "state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    try:
+        load_model(model, str(path / "model.safetensors"))
+        state = torch.load(path / "state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        random_states = state["random_states"]
+    except Exception as error:  # torch and safetensors raise many types for a damaged file; all mean the same here
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BamError(f"{path}: a damaged checkpoint ({reason}); delete {path.parent} to start the run over") from None
     about = read_json(path / "checkpoint.json")
-    return about["step"], state["random_states"], about.get("seconds", 0.0)
+    return about["step"], random_states, about.get("seconds", 0.0)
 
 
 def remove_checkpoints(final: Path) -> None:

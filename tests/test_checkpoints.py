@@ -17,8 +17,9 @@ import textwrap
 import pytest
 import torch
 
-from bam.checkpoints import Checkpointing, checkpoint_folder, latest_checkpoint, run_key, save_checkpoint
+from bam.checkpoints import Checkpointing, checkpoint_folder, latest_checkpoint, load_checkpoint, run_key, save_checkpoint
 from bam.config import load_recipe
+from bam.errors import BamError
 from bam.student import distill
 from bam.tasks import resolve
 from bam.teacher_store import read_predictions
@@ -157,3 +158,28 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
     assert run_key({"seed": 0, "checkpoint_every": 9, "tasks": ["rte", "mrpc"]}, "rte", "data-a") == mine.key
     save_checkpoint(mine, 8, model, optimizer, scheduler, [{"cpu": torch.get_rng_state()}])
     assert [path.name for path in tmp_path.iterdir()] == ["step-00000008"]  # only the newest is kept
+
+
+def _saved(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    checkpointing = Checkpointing(tmp_path / "checkpoints", every=1, key="k")
+    save_checkpoint(checkpointing, 4, model, optimizer, scheduler, [{"cpu": torch.get_rng_state()}])
+    return checkpointing, model, optimizer, scheduler
+
+
+@pytest.mark.parametrize("about", [[1, 2], {"key": "k", "step": "4"}, {"key": "k"}, {"key": "k", "step": 4, "seconds": None}])
+def test_a_checkpoint_json_of_the_wrong_shape_is_not_resumed(tmp_path, about):
+    checkpointing, *_ = _saved(tmp_path)
+    (checkpointing.folder / "step-00000004" / "checkpoint.json").write_text(json.dumps(about))
+    assert latest_checkpoint(checkpointing) is None
+
+
+@pytest.mark.parametrize(("name", "content"), [("state.pt", b""), ("state.pt", b"garbage"), ("model.safetensors", b"garbage"), ("state.pt", None)])
+def test_a_damaged_checkpoint_file_is_one_clear_error(tmp_path, name, content):
+    checkpointing, model, optimizer, scheduler = _saved(tmp_path)
+    path = checkpointing.folder / "step-00000004" / name
+    path.unlink() if content is None else path.write_bytes(content)
+    with pytest.raises(BamError, match=r"step-00000004: a damaged checkpoint \(.+\); delete .*checkpoints to start the run over"):
+        load_checkpoint(latest_checkpoint(checkpointing), model, optimizer, scheduler)
