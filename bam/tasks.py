@@ -117,6 +117,8 @@ def check_spec(name: str, spec: TaskSpec) -> None:
     """Reject specs that cannot work, naming the task and field."""
     if not TASK_NAME.fullmatch(name):  # it names folders and files in the teacher store and run folders
         raise BamError(f"task {name!r}: a task name is letters, digits, '_' and '-', starting with a letter or digit")
+    if name == "average":
+        raise BamError("task 'average': the name is taken by the average score in results and reports")
     if len(set(spec.labels)) != len(spec.labels):
         raise BamError(f"task {name!r}: `labels` names a label twice")
     if len(spec.local.delimiter) != 1:
@@ -142,6 +144,9 @@ def check_spec(name: str, spec: TaskSpec) -> None:
     for where, splits in (("local.dev", spec.local.dev), ("hub.dev", spec.hub.dev)):
         if not splits or "train" in splits:
             raise BamError(f"task {name!r}: `{where}` must name at least one evaluation split, none called 'train'")
+        for split in splits:
+            if not TASK_NAME.fullmatch(split):  # it names prediction files
+                raise BamError(f"task {name!r}: split name {split!r} in `{where}` is not letters, digits, '_' and '-'")
 
 
 def resolve(recipe: Recipe, only: str | None = None) -> list[Task]:

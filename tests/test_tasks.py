@@ -72,3 +72,14 @@ def test_metrics_must_fit_the_task_type():
 def test_no_dev_split_called_train():
     with pytest.raises(BamError, match="none called 'train'"):
         check_spec("x", TaskSpec(labels=("a", "b"), local=LocalFiles(text_columns=("t",), dev={"train": "x.tsv"}), hub=HubDataset(text_fields=("t",))))
+
+
+@pytest.mark.parametrize("split", ["a/b", "", ".hidden"])
+def test_a_split_name_that_would_not_be_a_plain_file_name_is_refused(split):
+    with pytest.raises(BamError, match=rf"split name {split!r} in `local.dev` is not letters"):
+        check_spec("x", TaskSpec(labels=("a", "b"), local=LocalFiles(text_columns=("t",), dev={split: "x.tsv"})))
+
+
+def test_a_task_cannot_be_called_average():
+    with pytest.raises(BamError, match="the name is taken by the average score"):
+        check_spec("average", TaskSpec(labels=("a", "b")))
