@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from bam.errors import BamError
 from bam.tasks import Task
@@ -37,16 +37,20 @@ def resolve_model_path(model: str) -> str:
             raise BamError(f"model {model!r}: package {module_name!r} has no get_model_path()")
         return str(module.get_model_path())
     looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
-    if looks_local and not Path(model).expanduser().is_dir():
-        raise BamError(f"model path {model} does not exist")
-    return str(Path(model).expanduser()) if looks_local else model
+    folder = Path(model).expanduser()
+    if looks_local and not folder.is_dir():
+        raise BamError(f"model path {model} {'is not a folder' if folder.exists() else 'does not exist'}")
+    if looks_local and not (folder / "config.json").is_file():
+        raise BamError(f"model path {model} has no config.json (is it a saved Hugging Face model folder?)")
+    return str(folder) if looks_local else model
 
 
 def _load(loader, model: str, **options):
+    path = resolve_model_path(model)
     try:
-        return loader.from_pretrained(resolve_model_path(model), trust_remote_code=False, **options)
-    except (OSError, ValueError) as error:
-        raise BamError(f"could not load model {model!r}: {str(error).splitlines()[0]}") from None
+        return loader.from_pretrained(path, trust_remote_code=False, **options)
+    except Exception as error:  # transformers raises many types for a bad folder or hub id; all mean "cannot load it"
+        raise BamError(f"could not load model {model!r}: {str(error).splitlines()[0] or type(error).__name__}") from None
 
 
 def load_encoder(model: str) -> nn.Module:
@@ -55,8 +59,17 @@ def load_encoder(model: str) -> nn.Module:
 
 
 def load_tokenizer(model: str):
-    """The encoder's tokenizer."""
-    return _load(AutoTokenizer, model)
+    """The encoder's tokenizer, refused when it cannot cover the encoder's vocabulary.
+
+    Given a folder without tokenizer files, transformers builds a tokenizer of
+    five special tokens that maps every word to [UNK]: training would run and
+    learn nothing.
+    """
+    tokenizer = _load(AutoTokenizer, model)
+    expected = getattr(_load(AutoConfig, model), "vocab_size", None)
+    if isinstance(expected, int) and len(tokenizer) < expected // 2:
+        raise BamError(f"model {model!r}: its tokenizer has {len(tokenizer)} tokens for an encoder of {expected} (are the tokenizer files missing?)")
+    return tokenizer
 
 
 class MultiTaskModel(nn.Module):

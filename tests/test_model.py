@@ -1,8 +1,10 @@
+import shutil
+
 import pytest
 
 from bam.config import Recipe
 from bam.errors import BamError
-from bam.model import MultiTaskModel, layer_depth, load_encoder, parameter_groups, resolve_model_path
+from bam.model import MultiTaskModel, layer_depth, load_encoder, load_tokenizer, parameter_groups, resolve_model_path
 from bam.tasks import resolve
 
 
@@ -41,6 +43,27 @@ def test_heads_have_one_output_per_label_or_one_for_regression(tiny_model):
 def test_missing_model_path_is_one_clear_error(tmp_path):
     with pytest.raises(BamError, match="model path .*nowhere does not exist"):
         resolve_model_path(str(tmp_path / "nowhere"))
+
+
+def test_model_folders_that_cannot_work_are_one_clear_error(tmp_path, tiny_model):
+    (tmp_path / "file").write_text("weights?")
+    with pytest.raises(BamError, match="model path .*file is not a folder"):
+        resolve_model_path(str(tmp_path / "file"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BamError, match="empty has no config.json"):
+        load_tokenizer(str(tmp_path / "empty"))
+    # Weights and config but no tokenizer files: transformers would quietly map every word to [UNK].
+    untokenized = tmp_path / "untokenized"
+    untokenized.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model / name, untokenized / name)
+    with pytest.raises(BamError, match=r"its tokenizer has 5 tokens for an encoder of \d+ \(are the tokenizer files missing\?\)"):
+        load_tokenizer(str(untokenized))
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "config.json").write_text((tiny_model / "config.json").read_text().replace('"hidden_size": 32', '"hidden_size": "x"'))
+    with pytest.raises(BamError, match="could not load model"):
+        load_encoder(str(broken))
 
 
 def test_model_package_that_is_not_installed_says_how_to_install_it():
