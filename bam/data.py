@@ -270,7 +270,7 @@ def _cached_tokenize(
         _store(tokenize(dataset, tokenizer, max_length), entry, about)
     try:
         return datasets.Dataset.load_from_disk(str(entry))
-    except (OSError, ValueError) as error:
+    except Exception as error:  # datasets raises many types for a damaged folder; all mean "unreadable"
         raise BamError(f"{entry}: unreadable tokenization cache entry ({error}); delete it, or set BAM_CACHE_DIR=off") from None
 
 

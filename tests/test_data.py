@@ -267,6 +267,14 @@ def test_the_same_tokenizer_from_another_folder_shares_entries(cache, tiny_model
     assert len(entries(cache)) == 2
 
 
+@pytest.mark.parametrize(("name", "content"), [("state.json", "[]"), ("state.json", "{}"), ("dataset_info.json", "[1]")])
+def test_a_damaged_cache_entry_is_one_clear_error(cache, tokenizer, name, content):
+    load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
+    (cache / "tokenized" / entries(cache)[0] / name).write_text(content)
+    with pytest.raises(BamError, match="unreadable tokenization cache entry .*; delete it, or set BAM_CACHE_DIR=off"):
+        load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
+
+
 def test_max_length_data_and_tokenizer_each_get_their_own_entry(cache, tiny_model, tmp_path):
     tokenizer = load_tokenizer(str(tiny_model))
     load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
