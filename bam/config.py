@@ -209,7 +209,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
     """Read a recipe file, apply `key=value` overrides, and check every key and type."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: editors on Windows may add a byte-order mark
     except FileNotFoundError:
         raise BamError(f"{path}: recipe not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:

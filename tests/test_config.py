@@ -107,6 +107,12 @@ def test_out_of_range_values_are_refused_with_the_key(tmp_path, setting, message
     assert message in str(error.value)
 
 
+def test_a_recipe_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'model = "m"\ntasks = ["rte"]\n')
+    assert load_recipe(path).tasks == ("rte",)
+
+
 def test_a_task_named_twice_is_refused(tmp_path):
     path = tmp_path / "twice.toml"
     path.write_text('model = "m"\ntasks = ["rte", "rte"]\n')
