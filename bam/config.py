@@ -156,8 +156,8 @@ def _convert(value: Any, annotation: Any, key: str, default: Any = None) -> Any:
         return {name: _convert(item, args[1], f"{key}.{name}") for name, item in value.items()}
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if annotation is float and isinstance(value, float) and not math.isfinite(value):  # TOML reads inf and nan
-        raise BamError(f"{key}: expected a finite number, got {value!r}")
+    if annotation is float and isinstance(value, float) and math.isnan(value):  # TOML reads nan (and inf: see _ranges)
+        raise BamError(f"{key}: expected a number, got nan")
     if annotation in (int, float, str, bool) and (type(value) is annotation):
         return value
     raise BamError(f"{key}: expected {_type_name(annotation)}, got {_type_name(type(value))} {value!r}")
@@ -242,7 +242,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
 
 def _ranges(recipe: Recipe):
     """(key, value, check, what it must be) for every numeric setting with a valid range."""
-    positive = (lambda value: value > 0, "greater than 0")
+    positive = (lambda value: 0 < value < math.inf, "greater than 0 and finite")
     unit = (lambda value: 0 <= value <= 1, "between 0 and 1")
     yield "seed", recipe.seed, lambda value: 0 <= value < 2**32, "between 0 and 2**32 - 1"  # what NumPy's generators take
     yield "max_length", recipe.max_length, lambda value: value >= 8, "at least 8"
@@ -256,9 +256,9 @@ def _ranges(recipe: Recipe):
         yield f"{section}.epochs", config.epochs, lambda value: 0 < value <= 10_000, "in (0, 10000]"
         yield f"{section}.layerwise_lr_decay", config.layerwise_lr_decay, lambda value: 0 < value <= 1, "in (0, 1]"
         yield f"{section}.warmup_fraction", config.warmup_fraction, lambda value: 0 <= value < 1, "in [0, 1)"
-        yield f"{section}.weight_decay", config.weight_decay, lambda value: value >= 0, "at least 0"
-        yield f"{section}.max_grad_norm", config.max_grad_norm, *positive
-        yield f"{section}.task_sampling_alpha", config.task_sampling_alpha, lambda value: value >= 0, "at least 0"
+        yield f"{section}.weight_decay", config.weight_decay, lambda value: 0 <= value < math.inf, "at least 0 and finite"
+        yield f"{section}.max_grad_norm", config.max_grad_norm, lambda value: value > 0, "greater than 0 (inf: no clipping)"
+        yield f"{section}.task_sampling_alpha", config.task_sampling_alpha, lambda value: 0 <= value < math.inf, "at least 0 and finite"
         yield f"{section}.length_group_batches", config.length_group_batches, lambda value: value >= 1, "at least 1"
     yield "student.teacher_weight", recipe.student.teacher_weight, *unit
 

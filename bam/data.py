@@ -99,7 +99,7 @@ def _parse_label(raw: str, spec: TaskSpec, where: str) -> int | float:
         raise BamError(f"{where}: regression label {raw!r} is not a finite number")
     low, high = spec.label_range
     if not low <= value <= high:  # the range scales targets to [0, 1]; a label outside it means the declared range is wrong
-        raise BamError(f"{where}: regression label {raw!r} is outside the task's label_range [{low:g}, {high:g}]")
+        raise BamError(f"{where}: regression label {raw!r} is outside the task's label_range [{low:g}, {high:g}] (set `label_range` in the task)")
     return (value - low) / (high - low)
 
 
@@ -148,7 +148,7 @@ def read_delimited(path: Path, spec: TaskSpec) -> datasets.Dataset:
             continue  # blank lines hold no example, but keep their number so ids stay file rows
         where = f"{path}:{line}"
         for name, index in zip(names, columns):
-            if index >= len(row):
+            if not -len(row) <= index < len(row):  # a negative position counts from the end, as in Python
                 raise BamError(f"{where}: row has {len(row)} fields, column {name!r} (position {index}) is missing")
         ids.append(line - first_line)
         texts_a.append(row[columns[0]])

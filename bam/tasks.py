@@ -9,6 +9,7 @@ outputs become training targets, its loss, and how outputs become predictions.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -123,9 +124,6 @@ def check_spec(name: str, spec: TaskSpec) -> None:
         raise BamError(f"task {name!r}: `labels` names a label twice")
     if len(spec.local.delimiter) != 1:
         raise BamError(f"task {name!r}: `local.delimiter` must be one character, got {spec.local.delimiter!r}")
-    negative = [column for column in (*spec.local.text_columns, spec.local.label_column) if isinstance(column, int) and column < 0]
-    if negative:
-        raise BamError(f"task {name!r}: column position {negative[0]} is negative (positions count from 0)")
     if spec.type == "classification" and len(spec.labels) < 2:
         raise BamError(f"task {name!r}: a classification task needs at least two `labels`")
     unknown = [metric for metric in spec.metrics if metric not in metrics.METRICS]
@@ -133,8 +131,8 @@ def check_spec(name: str, spec: TaskSpec) -> None:
         raise BamError(f"task {name!r}: unknown metric {unknown[0]!r}{did_you_mean(unknown[0], metrics.METRICS)}")
     if not spec.metrics:
         raise BamError(f"task {name!r}: `metrics` must name at least one metric")
-    if spec.type == "regression" and spec.label_range[1] <= spec.label_range[0]:
-        raise BamError(f"task {name!r}: `label_range` must be [low, high] with low < high")
+    if spec.type == "regression" and not -math.inf < spec.label_range[0] < spec.label_range[1] < math.inf:
+        raise BamError(f"task {name!r}: `label_range` must be [low, high] with low < high, both finite")
     fitting = CORRELATIONS if spec.type == "regression" else metrics.METRICS.keys() - CORRELATIONS
     if len(spec.labels) > 2:
         fitting = fitting - {"f1"}  # binary F1 of the positive class only

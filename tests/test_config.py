@@ -96,8 +96,11 @@ def test_a_task_can_be_declared_in_the_recipe(tmp_path):
         ("student.warmup_fraction=1", "must be in [0, 1)"),
         ("max_length=2", "max_length = 2 must be at least 8"),
         ("seed=-1", "seed = -1 must be between 0 and 2**32 - 1"),
-        ("student.epochs=inf", "student.epochs: expected a finite number, got inf"),
-        ("teacher.learning_rate=nan", "teacher.learning_rate: expected a finite number, got nan"),
+        ("student.epochs=inf", "student.epochs = inf must be in (0, 10000]"),
+        ("teacher.learning_rate=inf", "teacher.learning_rate = inf must be greater than 0 and finite"),
+        ("student.task_sampling_alpha=inf", "student.task_sampling_alpha = inf must be at least 0 and finite"),
+        ("student.weight_decay=inf", "student.weight_decay = inf must be at least 0 and finite"),
+        ("teacher.learning_rate=nan", "teacher.learning_rate: expected a number, got nan"),
         ("student.epochs=1e30", "student.epochs = 1e+30 must be in (0, 10000]"),
     ],
 )
@@ -105,6 +108,10 @@ def test_out_of_range_values_are_refused_with_the_key(tmp_path, setting, message
     with pytest.raises(BamError) as error:
         load_recipe(write(tmp_path, ""), [setting])
     assert message in str(error.value)
+
+
+def test_infinite_gradient_norm_turns_clipping_off_and_loads(tmp_path):
+    assert load_recipe(write(tmp_path, ""), ["student.max_grad_norm=inf"]).student.max_grad_norm == float("inf")
 
 
 def test_a_recipe_with_a_byte_order_mark_loads(tmp_path):

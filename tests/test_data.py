@@ -37,6 +37,18 @@ def test_reads_cola_without_a_header_and_by_column_position():
     assert data.train[0]["label"] == 0 and data.train[1]["label"] == 1
 
 
+def test_negative_column_positions_count_from_the_end(tmp_path):
+    from bam.config import LocalFiles, TaskSpec
+
+    (tmp_path / "train.tsv").write_text("x\tfirst text\tyes\ny\tsecond text\tno\n")
+    spec = TaskSpec(labels=("no", "yes"), local=LocalFiles(text_columns=(-2,), label_column=-1, header=False))
+    data = read_delimited(tmp_path / "train.tsv", spec)
+    assert (data["text_a"], data["label"]) == (["first text", "second text"], [1, 0])
+    too_far = TaskSpec(labels=("no", "yes"), local=LocalFiles(text_columns=(-9,), label_column=-1, header=False))
+    with pytest.raises(BamError, match=r"train.tsv:1: row has 3 fields, column '-9' \(position -9\) is missing"):
+        read_delimited(tmp_path / "train.tsv", too_far)
+
+
 def test_regression_labels_are_scaled_to_unit_range():
     labels = column(load_task(task("stsb"), GLUE_FIXTURE).train, "label")
     assert labels[0] == pytest.approx(1.0) and labels[1] == pytest.approx(3.8 / 5)

@@ -52,8 +52,8 @@ def test_impossible_specs_are_refused():
         check_spec("x", TaskSpec(labels=("a", "a")))
     with pytest.raises(BamError, match=r"`local.delimiter` must be one character, got ',,'"):
         check_spec("x", TaskSpec(labels=("a", "b"), local=LocalFiles(delimiter=",,")))
-    with pytest.raises(BamError, match="column position -9 is negative"):
-        check_spec("x", TaskSpec(labels=("a", "b"), local=LocalFiles(text_columns=(-9,))))
+    with pytest.raises(BamError, match=r"`label_range` must be \[low, high\] with low < high, both finite"):
+        check_spec("x", TaskSpec(type="regression", metrics=("pearson",), label_range=(0.0, float("inf"))))
 
 
 @pytest.mark.parametrize("name", ["mnli/m", "../x", ".hidden", "a b", "rte+cola", ""])
