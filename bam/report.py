@@ -74,49 +74,48 @@ class Comparison:
         return line
 
 
-# A condition is a name, or sweep/name where a report compares several sweep folders (its results.csv says so).
-_CONDITION = rf"{TASK_NAME.pattern}(/{TASK_NAME.pattern})?"
+KEY_COLUMNS = ["condition", "seed", "task", "score"]
 
 
 def load_results(sweep: Path) -> pd.DataFrame:
     path = sweep / "results.csv"
     if not path.is_file():
         raise BamError(f"{sweep}: no results.csv (run `bam sweep` into this folder first)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", pd.errors.ParserWarning)  # a row with more fields than the header
-            # Every cell as text (a task may be called NA), blank lines kept so that a row's index + 2 is its line in the file.
-            table = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, index_col=False)
-    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise BamError(f"{path}: not a readable CSV table ({str(error).splitlines()[0]})") from None
-    missing = {"condition", "seed", "task", "score"} - set(table.columns)
+    # Read twice: the key columns as the text they are (a task may be called NA), the others as pandas types them.
+    # Blank lines are kept (and dropped below) so that a row's index + 2 is its line in the file.
+    text = _read_csv(path, dtype=str, keep_default_na=False)
+    typed = _read_csv(path)
+    missing = set(KEY_COLUMNS) - set(text.columns)
     if missing:
         raise BamError(f"{path}: missing column {sorted(missing)[0]!r}")
-    table = table.apply(lambda column: column.str.strip())
-    table = table[(table != "").any(axis=1)]
+    text = text[KEY_COLUMNS].apply(lambda column: column.str.strip())
+    filled = (text != "").any(axis=1) | typed.drop(columns=KEY_COLUMNS).notna().any(axis=1)
+    text, typed = text[filled], typed[filled]
 
     def refuse(bad: pd.Series, column: str, what: str) -> None:
         if bad.any():
             row = bad.idxmax()
-            raise BamError(f"{path}: line {row + 2}: {column} {table[column][row]!r} is {what}")
+            raise BamError(f"{path}: line {row + 2}: {column} {text[column][row] if column in text else typed[column][row]!r} is {what}")
 
-    refuse(~table["condition"].str.fullmatch(_CONDITION), "condition", "not a condition name")
-    refuse(~table["task"].str.fullmatch(TASK_NAME.pattern), "task", "not a task name")
-    seeds, scores = pd.to_numeric(table["seed"], errors="coerce"), pd.to_numeric(table["score"], errors="coerce")
+    refuse(text["condition"] == "", "condition", "empty")
+    refuse(~text["task"].str.fullmatch(TASK_NAME.pattern), "task", "not a task name")
+    seeds, scores = pd.to_numeric(text["seed"], errors="coerce"), pd.to_numeric(text["score"], errors="coerce")
     refuse(~seeds.between(0, 2**32 - 1) | (seeds % 1 != 0), "seed", "not a whole number from 0 to 2**32 - 1")
     refuse(~np.isfinite(scores), "score", "not a finite number")
-    refuse(table.duplicated(["condition", "seed", "task"]), "task", "listed twice for this condition and seed")
-    if "wall_seconds" in table.columns:  # the compute table adds them up
-        seconds = pd.to_numeric(table["wall_seconds"].replace("", np.nan), errors="coerce")
-        refuse(table["wall_seconds"].ne("") & ~(seconds >= 0), "wall_seconds", "not a number of seconds")
-    # The other columns (metrics, run facts) are numbers where every filled cell is one, as pandas would read them.
-    for column in table.columns.difference(["condition", "seed", "task", "score"]):
-        numbers = pd.to_numeric(table[column].replace("", np.nan), errors="coerce")
-        if numbers.notna().sum() == table[column].ne("").sum():
-            table[column] = numbers
-        else:
-            table[column] = table[column].replace("", np.nan)
-    return table.assign(seed=seeds.astype(int), score=scores)
+    refuse(text.duplicated(["condition", "seed", "task"]), "task", "listed twice for this condition and seed")
+    if "wall_seconds" in typed.columns:  # the compute table adds them up
+        seconds = pd.to_numeric(typed["wall_seconds"], errors="coerce")
+        refuse(typed["wall_seconds"].notna() & ~(seconds >= 0), "wall_seconds", "not a number of seconds")
+    return typed.assign(condition=text["condition"], task=text["task"], seed=seeds.astype(int), score=scores)
+
+
+def _read_csv(path: Path, **options) -> pd.DataFrame:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # a row with more fields than the header
+            return pd.read_csv(path, skip_blank_lines=False, index_col=False, **options)
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise BamError(f"{path}: not a readable CSV table ({str(error).splitlines()[0]})") from None
 
 
 def medians(table: pd.DataFrame) -> pd.DataFrame:

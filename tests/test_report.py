@@ -120,7 +120,7 @@ def test_sweep_folders_with_one_name_or_a_missing_condition_are_refused_in_one_l
         (3, "inf", "line 4: score 'inf' is not a finite number"),
         (1, "1.5", "line 4: seed '1.5' is not a whole number"),
         (1, "1e40", "line 4: seed '1e40' is not a whole number from 0 to 2**32 - 1"),
-        (0, "", "line 4: condition '' is not a condition name"),
+        (0, "", "line 4: condition '' is empty"),
         (2, "mnli/m", "line 4: task 'mnli/m' is not a task name"),
         (2, "rte", "line 4: task 'rte' is listed twice for this condition and seed"),  # the average row made a second rte row
     ],
@@ -147,10 +147,13 @@ def test_odd_but_valid_tables_read(sweep):
     path = sweep / "results.csv"
     lines = path.read_text().splitlines()
     lines[2] = lines[2].replace(",average,", ",NA,")  # a task may be called NA: cells are names, not missing values
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",NaN"  # a missing wall time, as pandas writes it
     lines.insert(3, "   ")  # a line of spaces is a blank line
-    path.write_text("\n".join(lines) + "\n")
+    # A report over sweep folders names conditions after them, dots and all; its results.csv must read back.
+    path.write_text("\n".join(line.replace("bam,", "lr1.5e-4 run/bam,") for line in lines) + "\n")
     table = load_results(sweep)
     assert "NA" in set(table["task"]) and len(table) == len(lines) - 2
+    assert "lr1.5e-4 run/bam" in set(table["condition"]) and table["wall_seconds"].isna().sum() == 1
     path.write_text("condition,seed,task,score\nbam,0,rte,50,9\n")  # one field too many: pandas would make an index of it
     with pytest.raises(BamError, match="not a readable CSV table|line 2"):
         load_results(sweep)
