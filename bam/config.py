@@ -38,7 +38,7 @@ class TrainConfig:
     layerwise_lr_decay: float = setting(1.0, "each encoder layer below the top trains at this factor of the one above")
     warmup_fraction: float = setting(0.1, "share of steps with linear learning-rate warm-up before linear decay")
     weight_decay: float = setting(0.01, "AdamW weight decay, not applied to biases and LayerNorm weights")
-    max_grad_norm: float = setting(1.0, "gradients are clipped to this global norm")
+    max_grad_norm: float = setting(1.0, "gradients are clipped to this global norm (inf: no clipping)")
     task_sampling_alpha: float = setting(0.75, "tasks are sampled in proportion to |D|^alpha (1 proportional, 0 uniform)")
     length_group_batches: int = setting(50, "batches per length-sorted group: more means less padding, fewer means more random batches (1: random)")
 
