@@ -154,13 +154,15 @@ def resolve(recipe: Recipe, only: str | None = None) -> list[Task]:
     if only is not None:
         # Case is forgiven (--tasks RTE), but the recipe's own spelling is what is used from here on.
         spelling = {name.lower(): name for name in names} | {name: name for name in names}
-        wanted = [name.strip() for name in only.split(",") if name.strip()]
-        if not wanted:
+        given = [name.strip() for name in only.split(",") if name.strip()]
+        if not given:
             raise BamError("--tasks: no task named")
-        for name in wanted:
-            if spelling.get(name, spelling.get(name.lower())) is None:
+        wanted = []
+        for name in given:
+            match = spelling.get(name) or spelling.get(name.lower())
+            if match is None:
                 raise BamError(f"--tasks: {name!r} is not one of this recipe's tasks ({', '.join(names)}){did_you_mean(name, names)}")
-        wanted = [spelling.get(name, spelling.get(name.lower())) for name in wanted]
+            wanted.append(match)
         repeated = [name for name in wanted if wanted.count(name) > 1]
         if repeated:  # it would be trained twice, and sampled twice as often
             raise BamError(f"--tasks: {repeated[0]!r} is named twice")
