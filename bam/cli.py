@@ -41,18 +41,24 @@ def reports_errors(command):
     return wrapper
 
 
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help=(
+        "Local folder in GLUE's TSV layout (<dir>/RTE/train.tsv ...); repeat it to search several in order "
+        "(a task is read from the first that has its folder). Default: $BAM_DATA_DIR (folders joined by ':'), else the Hugging Face hub."
+    ),
+)
+
+
 def shared_options(command):
     """The options every training command takes."""
     options = [
         click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path)),
         click.option("--tasks", help="Comma-separated subset of the recipe's tasks, e.g. rte,mrpc."),
         click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (overrides the recipe's `seed`); same seed, same metrics."),
-        click.option(
-            "--data-dir",
-            type=click.Path(path_type=Path),
-            envvar="BAM_DATA_DIR",
-            help="Local folder in GLUE's TSV layout (<dir>/RTE/train.tsv ...); default: $BAM_DATA_DIR, else the Hugging Face hub.",
-        ),
+        data_dir_option,
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. --set student.learning_rate=3e-5 (repeatable)."),
     ]
     for option in reversed(options):
@@ -160,14 +166,14 @@ def main():
 @reports_errors
 def train_teachers_command(recipe, tasks, seed, data_dir, overrides, out):
     """Fine-tune one model per task of RECIPE and cache its predictions in the teacher store."""
-    from bam.data import data_directory
+    from bam.data import data_directories
     from bam.teachers import train_teachers
 
     loaded, chosen = _recipe_and_tasks(recipe, overrides, seed, tasks)
-    folder = data_directory(str(data_dir) if data_dir else None)
+    folders = data_directories(data_dir)
     started = time.perf_counter()
     with one_writer(out, *(task.name for task in chosen)), progress_bars() as start:
-        results = train_teachers(loaded, chosen, data_dir=folder, store=out, progress=lambda name: start(f"teacher {name}"))
+        results = train_teachers(loaded, chosen, data_dir=folders, store=out, progress=lambda name: start(f"teacher {name}"))
     console.print(summary_table(f"Teachers (dev), store {out}", results, time.perf_counter() - started))
 
 
@@ -184,18 +190,18 @@ def train_teachers_command(recipe, tasks, seed, data_dir, overrides, out):
 @reports_errors
 def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_weight, teacher_store, out):
     """Train one multi-task student on all tasks of RECIPE, distilled from the teacher store."""
-    from bam.data import data_directory
+    from bam.data import data_directories
     from bam.student import distill
 
     extra = (*([f'student.anneal="{anneal}"'] if anneal else []), *([f"student.teacher_weight={teacher_weight}"] if teacher_weight is not None else []))
     loaded, chosen = _recipe_and_tasks(recipe, overrides, seed, tasks, extra)
     if teacher_weight is not None and loaded.student.anneal != "constant":
         raise BamError(f"--teacher-weight applies only with --anneal constant (this run anneals {loaded.student.anneal!r})")
-    folder = data_directory(str(data_dir) if data_dir else None)
+    folders = data_directories(data_dir)
     out = out or default_run_folder(recipe, loaded, chosen if tasks else [], overrides)
     started = time.perf_counter()
     with one_writer(out), progress_bars() as start:
-        results = distill(loaded, chosen, data_dir=folder, teacher_store=teacher_store, out=out, progress=start("student"))
+        results = distill(loaded, chosen, data_dir=folders, teacher_store=teacher_store, out=out, progress=start("student"))
     console.print(summary_table(f"Student (dev), run {out}", results, time.perf_counter() - started))
 
 
@@ -222,10 +228,7 @@ def default_run_folder(recipe: Path, loaded, subset: list, overrides: tuple[str,
 @click.option("--slurm-partition", help="Submit each run as a Slurm job (through submitit) to this partition instead of running here.")
 @click.option("--slurm-gpus", type=int, default=1, show_default=True, help="GPUs per Slurm job.")
 @click.option("--slurm-minutes", type=int, default=24 * 60, show_default=True, help="Time limit per Slurm job.")
-@click.option(
-    "--data-dir", type=click.Path(path_type=Path), envvar="BAM_DATA_DIR",
-    help="Local folder in GLUE's TSV layout; default: $BAM_DATA_DIR, else the Hugging Face hub.",
-)  # fmt: skip
+@data_dir_option
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value for every run (repeatable).")
 @reports_errors
 def sweep_command(recipe, seeds, first_seed, conditions, out, workers, slurm_partition, slurm_gpus, slurm_minutes, data_dir, overrides):
@@ -234,7 +237,7 @@ def sweep_command(recipe, seeds, first_seed, conditions, out, workers, slurm_par
     Finished runs are skipped, unfinished ones redone. Results land in
     <out>/results.csv, one row per run and task.
     """
-    from bam.data import data_directory
+    from bam.data import data_directories
     from bam.sweep import run_sweep
 
     out = out or Path("sweeps") / recipe.stem
@@ -254,7 +257,7 @@ def sweep_command(recipe, seeds, first_seed, conditions, out, workers, slurm_par
     started = time.perf_counter()
     table = run_sweep(
         recipe, out=out, seeds=range(first_seed, first_seed + seeds), conditions=[name.strip() for name in conditions.split(",")],
-        data_dir=data_directory(str(data_dir) if data_dir else None), overrides=overrides, workers=workers, executor=executor, on_event=report,
+        data_dir=data_directories(data_dir), overrides=overrides, workers=workers, executor=executor, on_event=report,
     )  # fmt: skip
     medians = table.pivot_table(index="task", columns="condition", values="score", aggfunc="median", sort=False)
     summary = Table(title=f"Median dev score over seeds, {out} ({(time.perf_counter() - started) / 60:.1f} min)")

@@ -2,8 +2,10 @@
 
 Every split becomes a Dataset with the columns `id` (a stable integer: the
 example's row in its file or hub split), `text_a`, `text_b` and `label` (a
-class index, or a regression target scaled to [0, 1]). Data comes from a local
-folder in GLUE's TSV layout when one is given, otherwise from the hub.
+class index, or a regression target scaled to [0, 1]). Data comes from local
+data directories when any are given, otherwise from the hub. Several
+directories are searched in order, like a PATH: a task is read from the first
+one that holds its `local.folder` (GLUE in one, MNLI-dev in another).
 
 Tokenized splits are cached on disk, so another seed, the student after the
 teachers, or a sweep's many runs do not tokenize the same data again. The cache
@@ -30,6 +32,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,22 +54,53 @@ class TaskData:
     dev: dict[str, datasets.Dataset]
 
 
-def data_directory(option: str | None) -> Path | None:
-    """The local data folder from --data-dir or BAM_DATA_DIR, or None to use the hub."""
-    chosen = option or os.environ.get("BAM_DATA_DIR")
+def data_directories(options: Sequence[str | Path] = ()) -> tuple[Path, ...]:
+    """The local data folders from --data-dir (repeatable) or BAM_DATA_DIR (several joined by ':'), in search order; () means the hub."""
+    chosen = [str(option) for option in options if str(option)]
     if not chosen:
-        return None
-    folder = Path(chosen).expanduser()
-    if not folder.is_dir():
-        raise BamError(f"data directory {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
-    return folder
+        chosen = [part for part in os.environ.get("BAM_DATA_DIR", "").split(os.pathsep) if part]
+    folders = []
+    for option in chosen:
+        folder = Path(option).expanduser()
+        if not folder.is_dir():
+            raise BamError(f"data directory {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
+        folders.append(folder)
+    return tuple(folders)
 
 
-def load_task(task: Task, data_dir: Path | None) -> TaskData:
-    """All splits of one task, from `data_dir` if given, else from the Hugging Face hub."""
-    if data_dir is not None:
+DataDirectories = Path | Sequence[Path] | None  # one folder (the common case, and the tests'), several, or None: the hub
+
+
+def as_directories(data_dir: DataDirectories) -> tuple[Path, ...]:
+    if data_dir is None:
+        return ()
+    return (Path(data_dir),) if isinstance(data_dir, (str, Path)) else tuple(Path(folder) for folder in data_dir)
+
+
+def describe_directories(data_dir: DataDirectories) -> str | list[str]:
+    """How run folders and sweep.json record the data source: 'hub', one resolved path, or a list of them."""
+    folders = [str(folder.resolve()) for folder in as_directories(data_dir)]
+    return "hub" if not folders else folders[0] if len(folders) == 1 else folders
+
+
+def task_folder(task: Task, data_dir: DataDirectories) -> Path:
+    """The folder holding the task's files: `local.folder` in the first data directory that has it."""
+    folders = as_directories(data_dir)
+    candidates = [folder / task.spec.local.folder for folder in folders]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    if len(folders) == 1:
+        return candidates[0]  # reading it names the missing file, as it always has
+    searched = ", ".join(str(folder) for folder in folders)
+    raise BamError(f"task {task.name!r}: none of the data directories ({searched}) has its folder {task.spec.local.folder!r}")
+
+
+def load_task(task: Task, data_dir: DataDirectories) -> TaskData:
+    """All splits of one task, from the data directories if any are given, else from the Hugging Face hub."""
+    if as_directories(data_dir):
         local = task.spec.local
-        folder = data_dir / local.folder
+        folder = task_folder(task, data_dir)
         train = read_delimited(folder / local.train, task.spec)
         dev = {split: read_delimited(folder / name, task.spec) for split, name in local.dev.items()}
     else:
@@ -322,7 +356,7 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def load_tokenized(task: Task, data_dir: Path | None, tokenizer, max_length: int) -> tuple[TaskData, str]:
+def load_tokenized(task: Task, data_dir: DataDirectories, tokenizer, max_length: int) -> tuple[TaskData, str]:
     """One task's splits, tokenized (through the cache unless it is off), with the fingerprint of its training data."""
     data = load_task(task, data_dir)
     cache = cache_directory()

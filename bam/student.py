@@ -19,7 +19,7 @@ import torch
 from bam import metrics
 from bam.config import Recipe, to_dict
 from bam.checkpoints import Checkpointing, checkpoint_folder, remove_checkpoints, run_key
-from bam.data import column, load_tokenized
+from bam.data import DataDirectories, column, describe_directories, load_tokenized
 from bam.files import atomic_directory, check_writable, write_json
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
@@ -32,7 +32,7 @@ def distill(
     recipe: Recipe,
     tasks: list[Task],
     *,
-    data_dir: Path | None,
+    data_dir: DataDirectories,
     teacher_store: Path,
     out: Path,
     progress: ProgressCallback | None = None,
@@ -98,7 +98,7 @@ def distill(
                     split_predictions = {"train": train_predictions[data.task.name], **{split: dev_predictions[f"{data.task.name}.{split}"] for split in data.dev}}
                     details = teacher_details(recipe, results["tasks"][data.task.name], started)
                     write_teacher(partial / "teachers", data.task, predictions=split_predictions, train_fingerprint=train_fingerprint, details=details, save_model=None)
-            sources = {"data_dir": str(data_dir) if data_dir else "hub", "teacher_store": str(teacher_store) if teacher_outputs else None}
+            sources = {"data_dir": describe_directories(data_dir), "teacher_store": str(teacher_store) if teacher_outputs else None}
             write_json(partial / "config.json", {**to_dict(recipe), **sources})
             write_json(partial / "run.json", {"wall_seconds": time.perf_counter() - started, **run_facts(recipe.precision)})
             write_json(partial / "metrics.json", results)

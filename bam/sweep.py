@@ -40,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from bam.config import Recipe, load_recipe, parse_override, to_dict
+from bam.data import DataDirectories, as_directories, describe_directories
 from bam.errors import BamError
 from bam.files import check_writable, exclusive, read_json, write_csv, write_json
 
@@ -91,7 +92,7 @@ def plan(tasks: Sequence[str], seeds: Sequence[int], conditions: Sequence[str]) 
     return runs
 
 
-def execute(sweep: str, recipe: dict, run: Run, data_dir: str | None, threads: int | None) -> float:
+def execute(sweep: str, recipe: dict, run: Run, data_dirs: list[str], threads: int | None) -> float:
     """Carry out one run (in a worker process or a Slurm job); returns its wall time in seconds.
 
     `threads` None means every core this process may use (a Slurm job's own allocation).
@@ -111,7 +112,7 @@ def execute(sweep: str, recipe: dict, run: Run, data_dir: str | None, threads: i
     tasks = resolve(settings, run.task)
     # What the run records as its recipe: its own seed, and its own task where it trains one.
     settings = dataclasses.replace(settings, seed=run.seed, tasks=tuple(task.name for task in tasks))
-    folder, data = Path(sweep) / run.name, Path(data_dir) if data_dir else None
+    folder, data = Path(sweep) / run.name, [Path(data_dir) for data_dir in data_dirs]
     teachers = Path(sweep) / f"seed{run.seed}" / "single"
     if run.condition == "single":
         train_teachers(settings, tasks, data_dir=data, store=teachers)
@@ -149,7 +150,7 @@ def run_sweep(
     out: Path,
     seeds: Sequence[int],
     conditions: Sequence[str],
-    data_dir: Path | None,
+    data_dir: DataDirectories,
     overrides: Sequence[str] = (),
     workers: int = 1,
     threads: int | None = None,
@@ -174,9 +175,9 @@ def run_sweep(
     runs = plan(tasks, seeds, conditions)  # before anything is written: an unknown condition leaves no folder behind
     check_writable(out)
     out.mkdir(exist_ok=True)
-    data = str(data_dir.resolve()) if data_dir else None
+    data = [str(folder.resolve()) for folder in as_directories(data_dir)]
     with exclusive(out / "sweep.lock", f"sweep folder {out}"):
-        _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": data or "hub"})
+        _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": describe_directories(data_dir)})
         pending = [run for run in runs if not run.is_done(out)]
         for run in runs:
             if run not in pending:

@@ -14,6 +14,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import PurePath
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +140,10 @@ def check_spec(name: str, spec: TaskSpec) -> None:
     for metric in spec.metrics:
         if metric not in fitting:
             raise BamError(f"task {name!r}: metric {metric!r} does not fit a {spec.type} task with {len(spec.labels)} labels")
+    local_paths = {"local.folder": spec.local.folder, "local.train": spec.local.train, **{f"local.dev.{split}": name for split, name in spec.local.dev.items()}}
+    for where, path in local_paths.items():
+        if PurePath(path).is_absolute() or ".." in PurePath(path).parts or "\\" in path:  # it must stay inside the data directory
+            raise BamError(f"task {name!r}: `{where}` = {path!r} must be a relative path inside the data directory, without '..'")
     for where, splits in (("local.dev", spec.local.dev), ("hub.dev", spec.hub.dev)):
         if not splits or "train" in splits:
             raise BamError(f"task {name!r}: `{where}` must name at least one evaluation split, none called 'train'")

@@ -18,7 +18,7 @@ from pathlib import Path
 from bam import metrics
 from bam.config import Recipe, to_dict
 from bam.checkpoints import Checkpointing, checkpoint_folder, remove_checkpoints, run_key
-from bam.data import TaskData, load_tokenized
+from bam.data import DataDirectories, TaskData, load_tokenized
 from bam.files import check_writable
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
 from bam.tasks import Task
@@ -83,7 +83,7 @@ def train_teachers(
     recipe: Recipe,
     tasks: list[Task],
     *,
-    data_dir: Path | None,
+    data_dir: DataDirectories,
     store: Path,
     progress: Callable[[str], ProgressCallback | None] = lambda task_name: None,
 ) -> dict:

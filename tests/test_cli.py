@@ -187,3 +187,16 @@ def test_help_explains_every_command_and_option():
         options = [param for param in command.params if isinstance(param, click.Option)]
         assert options and all(option.help for option in options), f"{name}: an option without help text"
     assert "--anneal" in bam("distill", "--help").output
+
+
+def test_tasks_are_found_across_data_directories_given_on_the_command_line_or_in_bam_data_dir(tiny_recipe, tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(GLUE_FIXTURE / "RTE", first / "RTE")
+    shutil.copytree(GLUE_FIXTURE / "STS-B", second / "STS-B")
+    result = bam("train-teachers", tiny_recipe, "--tasks", "rte,stsb", "--data-dir", first, "--data-dir", second, "--out", tmp_path / "store")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "store" / "rte").is_dir() and (tmp_path / "store" / "stsb").is_dir()
+    monkeypatch.setenv("BAM_DATA_DIR", f"{first}{os.pathsep}{second}")
+    result = bam("distill", tiny_recipe, "--tasks", "rte,stsb", "--anneal", "none", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data_dir"] == [str(first), str(second)]

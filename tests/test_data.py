@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import shutil
 import time
@@ -389,3 +390,32 @@ def test_an_unwritable_cache_folder_is_named(tmp_path, tokenizer, monkeypatch):
     monkeypatch.setenv("BAM_CACHE_DIR", str(tmp_path / "file"))
     with pytest.raises(BamError, match=r"file/tokenized: cannot write the tokenization cache .*set BAM_CACHE_DIR to another folder or to off"):
         load_tokenized(task("rte"), GLUE_FIXTURE, tokenizer, 32)
+
+
+def test_several_data_directories_are_searched_in_order(tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(GLUE_FIXTURE / "RTE", other / "RTE")
+    (other / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tthe owl sits\tthe owl waits\tnot_entailment\n")
+    # GLUE_FIXTURE has no SciTail-like folder, so a task found only in the second directory comes from there ...
+    shutil.copytree(GLUE_FIXTURE / "RTE", other / "EXTRA")
+    extra = resolve(Recipe(model="m", tasks=("extra",), custom_tasks={"extra": dataclasses.replace(task("rte").spec, local=dataclasses.replace(task("rte").spec.local, folder="EXTRA"))}))[0]
+    assert len(load_task(extra, [GLUE_FIXTURE, other]).train) == 40
+    # ... and a folder both have comes from the first.
+    assert len(load_task(task("rte"), [GLUE_FIXTURE, other]).train) == 40
+    assert len(load_task(task("rte"), [other, GLUE_FIXTURE]).train) == 1
+
+
+def test_a_task_folder_in_none_of_several_directories_is_named(tmp_path):
+    with pytest.raises(BamError, match=r"task 'rte': none of the data directories \(.*\) has its folder 'RTE'"):
+        load_task(task("rte"), [tmp_path / "a", tmp_path / "b"])
+
+
+def test_data_directories_come_from_the_options_else_bam_data_dir(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    monkeypatch.setenv("BAM_DATA_DIR", f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}")
+    assert bam.data.data_directories() == (tmp_path / "a", tmp_path / "b")
+    assert bam.data.data_directories([tmp_path / "b"]) == (tmp_path / "b",)
+    monkeypatch.delenv("BAM_DATA_DIR")
+    assert bam.data.data_directories() == ()
+    with pytest.raises(BamError, match=r"data directory .*missing does not exist"):
+        bam.data.data_directories([tmp_path / "a", tmp_path / "missing"])

@@ -83,3 +83,23 @@ def test_a_split_name_that_would_not_be_a_plain_file_name_is_refused(split):
 def test_a_task_cannot_be_called_average():
     with pytest.raises(BamError, match="the name is taken by the average score"):
         check_spec("average", TaskSpec(labels=("a", "b")))
+
+
+@pytest.mark.parametrize(
+    "local, key",
+    [
+        ({"folder": "../elsewhere"}, "local.folder"),
+        ({"folder": "/etc"}, "local.folder"),
+        ({"folder": "RTE", "train": "../../train.tsv"}, "local.train"),
+        ({"folder": "RTE", "dev": {"dev": "sub/../../dev.tsv"}}, "local.dev.dev"),
+    ],
+)
+def test_task_paths_cannot_leave_the_data_directory(local, key):
+    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=LocalFiles(text_columns=(0,), **local))})
+    with pytest.raises(BamError, match=rf"`{key}` = .* must be a relative path inside the data directory"):
+        resolve(recipe)
+
+
+def test_task_paths_may_name_sub_folders():
+    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=LocalFiles(folder="nli/MNLI-dev", text_columns=(0,)))})
+    assert resolve(recipe)[0].spec.local.folder == "nli/MNLI-dev"
