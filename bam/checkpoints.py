@@ -4,15 +4,16 @@ A checkpoint is everything the training loop needs to carry on as if it had
 never stopped: the model weights (safetensors), the optimizer and scheduler
 states and every process's torch random states, CPU and GPU (`state.pt`, read
 back with `torch.load(weights_only=True)`, so no arbitrary objects), the step
-reached, and the seconds of training it took to get there (so that a resumed
-run's recorded wall time includes the attempts before). The data position
-needs no saving: batch order is a pure function of the seed, so the loop
-replays it up to the step. Each checkpoint is written under a hidden name and
+reached, the seconds of training it took to get there (so that a resumed
+run's recorded wall time includes the attempts before), the loss weighting's
+state and the training log so far. The data position
+needs no saving: the step sampler's plan is a pure function of the seed, so
+the resumed run rebuilds it and carries on at the step. Each checkpoint is written under a hidden name and
 renamed into place (`bam.files.atomic_directory`), and only the newest is
 kept. A checkpoint records a key describing its run (recipe, data, teachers,
 code, process count); one with another key is never resumed.
 
-Layout: <folder>/step-00000200/{model.safetensors, state.pt, checkpoint.json}
+Layout: <folder>/step-00000200/{model.safetensors, state.pt, train_log.jsonl, checkpoint.json}
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from safetensors.torch import load_model, save_model
 
 from bam.errors import BamError
 from bam.files import atomic_directory, read_json, write_json
+from bam.train_log import read_train_log, write_train_log
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,19 @@ def checkpoint_folder(final: Path) -> Path:
 
 
 def save_checkpoint(
-    checkpointing: Checkpointing, step: int, model, optimizer, scheduler, random_states: list[dict[str, torch.Tensor]], seconds: float = 0.0
+    checkpointing: Checkpointing, step: int, model, optimizer, scheduler, random_states: list[dict[str, torch.Tensor]], seconds: float = 0.0,
+    *, weighting: torch.nn.Module | None = None, log: list[dict] = (),
 ) -> None:
     """Write the checkpoint of `step`, reached after `seconds` of training, atomically; then delete older ones."""
     name = f"step-{step:08d}"
     with atomic_directory(checkpointing.folder / name) as partial:
         save_model(model, str(partial / "model.safetensors"))
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "random_states": random_states}
+        state = {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "random_states": random_states,
+            "weighting": weighting.state_dict() if weighting is not None else {},
+        }  # fmt: skip
         torch.save(state, partial / "state.pt")
+        write_train_log(partial / "train_log.jsonl", list(log))
         write_json(partial / "checkpoint.json", {"key": checkpointing.key, "step": step, "seconds": seconds})
     for older in checkpointing.folder.glob("step-*"):
         if older.name != name:
@@ -81,19 +88,32 @@ def latest_checkpoint(checkpointing: Checkpointing) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict[str, torch.Tensor]], float]:
-    """Restore model, optimizer and scheduler in place; returns the step reached, the random states and the seconds it took."""
+@dataclass(frozen=True)
+class Resumed:
+    """What a checkpoint gives back besides the states it loads in place."""
+
+    step: int
+    random_states: list[dict[str, torch.Tensor]]
+    seconds: float
+    log: list[dict]
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, weighting: torch.nn.Module | None = None) -> Resumed:
+    """Restore model, optimizer, scheduler and loss weighting in place; returns the step reached, random states, seconds and log."""
     try:
         load_model(model, str(path / "model.safetensors"))
         state = torch.load(path / "state.pt", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if weighting is not None:
+            weighting.load_state_dict(state["weighting"])
         random_states = state["random_states"]
+        log = read_train_log(path / "train_log.jsonl")
     except Exception as error:  # torch and safetensors raise many types for a damaged file; all mean the same here
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BamError(f"{path}: a damaged checkpoint ({reason}); delete {path.parent} to start the run over") from None
     about = read_json(path / "checkpoint.json")
-    return about["step"], random_states, about.get("seconds", 0.0)
+    return Resumed(about["step"], random_states, about.get("seconds", 0.0), log)
 
 
 def remove_checkpoints(final: Path) -> None:

@@ -41,6 +41,8 @@ class TrainConfig:
     max_grad_norm: float = setting(1.0, "gradients are clipped to this global norm (inf: no clipping)")
     task_sampling_alpha: float = setting(0.75, "tasks are sampled in proportion to |D|^alpha (1 proportional, 0 uniform)")
     length_group_batches: int = setting(50, "batches per length-sorted group: more means less padding, fewer means more random batches (1: random)")
+    step_sampler: str = setting("proportional", "which tasks a step trains (bam.sampling): proportional (|D|^alpha), epoch-shuffle (MT-DNN), all-tasks")
+    loss_weighting: str = setting("equal", "how a step's per-task losses are combined (bam.weighting): equal")
 
 
 # Teacher annealing schedules (bam.distillation computes them); the CLI's --anneal offers the same.
@@ -90,10 +92,12 @@ class HubDataset:
 class TaskSpec:
     """A task as data: where its examples are, what its labels mean, how it is scored."""
 
-    type: Literal["classification", "regression"] = setting("classification", "the task type, which picks head and loss")
+    type: str = setting("classification", "the task type (bam.task_types: classification, regression), which picks targets, loss and predictions")
     labels: tuple[str, ...] = setting((), "label names in the order of the classifier's outputs (classification)")
     metrics: tuple[str, ...] = setting(("accuracy",), "official metrics; the task score is their mean")
     label_range: tuple[float, float] = setting((0.0, 1.0), "regression targets are scaled from this range to [0, 1]")
+    head: str = setting("linear", "the answer module on top of the encoder (bam.heads), chosen independently of the type")
+    head_options: dict[str, int | float | str | bool] = setting({}, "settings of the head, checked by the head (the linear head has none)")
     local: LocalFiles = setting(LocalFiles(), "how to read the task from a local folder")
     hub: HubDataset = setting(HubDataset(), "how to read the task from the Hugging Face hub")
 
@@ -237,7 +241,21 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
     for key, value, allowed, description in _ranges(recipe):
         if not allowed(value):
             raise BamError(f"{path}: {key} = {value!r} must be {description}")
+    for key, value, known in _choices(recipe):
+        if value not in known:
+            raise BamError(f"{path}: {key} = {value!r} is not one of {', '.join(known)}{did_you_mean(value, known)}")
     return recipe
+
+
+def _choices(recipe: Recipe):
+    """(key, value, registered names) for every setting that names a registered component."""
+    from bam.sampling import SAMPLERS  # the registries import this module
+    from bam.weighting import WEIGHTINGS
+
+    for section in ("teacher", "student"):
+        config = getattr(recipe, section)
+        yield f"{section}.step_sampler", config.step_sampler, list(SAMPLERS)
+        yield f"{section}.loss_weighting", config.loss_weighting, list(WEIGHTINGS)
 
 
 def _ranges(recipe: Recipe):

@@ -42,6 +42,7 @@ from datasets.fingerprint import Hasher
 
 from bam.config import TaskSpec
 from bam.errors import BamError
+from bam.task_types import task_type
 from bam.tasks import Task
 
 
@@ -120,23 +121,6 @@ def _column_index(column: int | str, header: list[str] | None, path: Path) -> in
     return header.index(column)
 
 
-def _parse_label(raw: str, spec: TaskSpec, where: str) -> int | float:
-    if spec.type == "classification":
-        if raw not in spec.labels:
-            raise BamError(f"{where}: label {raw!r} is not one of {', '.join(spec.labels)}")
-        return spec.labels.index(raw)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BamError(f"{where}: regression label {raw!r} is not a number") from None
-    if not np.isfinite(value):
-        raise BamError(f"{where}: regression label {raw!r} is not a finite number")
-    low, high = spec.label_range
-    if not low <= value <= high:  # the range scales targets to [0, 1]; a label outside it means the declared range is wrong
-        raise BamError(f"{where}: regression label {raw!r} is outside the task's label_range [{low:g}, {high:g}] (set `label_range` in the task)")
-    return (value - low) / (high - low)
-
-
 def _rows(path: Path, spec: TaskSpec):
     try:
         # utf-8-sig: MRPC's files start with a byte-order mark. Bad bytes are kept as lone surrogates and
@@ -175,6 +159,7 @@ def read_delimited(path: Path, spec: TaskSpec) -> datasets.Dataset:
         raise BamError(f"{path}: empty file")
     columns = [_column_index(column, header, path) for column in (*local.text_columns, local.label_column)]
     names = [str(column) for column in (*local.text_columns, local.label_column)]
+    label_type = task_type(spec.type, str(path))
     ids, texts_a, texts_b, labels = [], [], [], []
     first_line = 2 if local.header else 1
     for line, row in enumerate(rows, start=first_line):
@@ -187,7 +172,7 @@ def read_delimited(path: Path, spec: TaskSpec) -> datasets.Dataset:
         ids.append(line - first_line)
         texts_a.append(row[columns[0]])
         texts_b.append(row[columns[1]] if len(local.text_columns) > 1 else None)
-        labels.append(_parse_label(row[columns[-1]], spec, where))
+        labels.append(label_type.parse_label(row[columns[-1]], spec, where))
     if not labels:
         raise BamError(f"{path}: no examples")
     return _to_dataset(ids, texts_a, texts_b, labels, spec)
@@ -207,20 +192,13 @@ def read_hub(spec: TaskSpec, split: str) -> datasets.Dataset:
         raise BamError(f"{hub.path}/{hub.name} split {split!r} has no field {missing[0]!r} ({', '.join(raw.column_names)})")
     texts_a = raw[hub.text_fields[0]][:]
     texts_b = raw[hub.text_fields[1]][:] if len(hub.text_fields) > 1 else [None] * len(raw)
-    labels = []
-    for row, value in enumerate(raw[hub.label_field][:]):
-        where = f"{hub.path}/{hub.name}:{split}[{row}]"
-        if spec.type == "classification":
-            if not isinstance(value, int) or not 0 <= value < len(spec.labels):
-                raise BamError(f"{where}: label {value!r} is not an index into {', '.join(spec.labels)}")
-            labels.append(value)
-        else:
-            labels.append(_parse_label(str(value), spec, where))
+    label_type = task_type(spec.type, f"{hub.path}/{hub.name}")
+    labels = [label_type.hub_label(value, spec, f"{hub.path}/{hub.name}:{split}[{row}]") for row, value in enumerate(raw[hub.label_field][:])]
     return _to_dataset(list(range(len(labels))), texts_a, texts_b, labels, spec)
 
 
 def _to_dataset(ids, texts_a, texts_b, labels, spec: TaskSpec) -> datasets.Dataset:
-    label_type = datasets.Value("int64" if spec.type == "classification" else "float32")
+    label_type = datasets.Value(task_type(spec.type, "").label_dtype)
     features = datasets.Features(
         {"id": datasets.Value("int64"), "text_a": datasets.Value("string"), "text_b": datasets.Value("string"), "label": label_type}
     )
@@ -336,24 +314,6 @@ def _remove_abandoned(folder: Path, older_than_seconds: float = 24 * 3600) -> No
         with contextlib.suppress(OSError):
             if time.time() - leftover.stat().st_mtime > older_than_seconds:
                 shutil.rmtree(leftover, ignore_errors=True)
-
-
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group_batches: int = 50) -> list[np.ndarray]:
-    """Shuffled batches of similar-length examples, so padding stays small but order stays random.
-
-    The examples are shuffled, cut into groups of `group_batches` batches, sorted
-    by length inside each group, split into batches, and the batches shuffled.
-    A group as large as the data set sorts all of it: every epoch then cuts
-    nearly the same batches, each of one narrow length range.
-    """
-    order = rng.permutation(len(lengths))
-    group = batch_size * group_batches
-    batches = []
-    for start in range(0, len(order), group):
-        chunk = order[start : start + group]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def load_tokenized(task: Task, data_dir: DataDirectories, tokenizer, max_length: int) -> tuple[TaskData, str]:

@@ -1,9 +1,10 @@
-"""The multi-task model: any Hugging Face encoder with one small head per task.
+"""The multi-task model: any Hugging Face encoder with one head per task.
 
 A teacher is this model with one task, the student the same model with all of
 them. Also here: finding the encoder (hub id, local folder, or a pip package
-that ships one), saving and loading with safetensors, and the layer-wise
-learning-rate decay parameter groups.
+that ships one), saving and loading a trained model (safetensors weights and
+a heads.json that describes every head, so `MultiTaskModel.load` needs
+nothing else), and the layer-wise learning-rate decay parameter groups.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from bam.config import TaskSpec, build, to_dict
 from bam.errors import BamError
+from bam.files import read_json
+from bam.heads import head_kind
 from bam.tasks import Task
 
 PACKAGE_PREFIX = "package:"
@@ -72,37 +76,96 @@ def load_tokenizer(model: str):
     return tokenizer
 
 
+MODEL_FORMAT = "bam-model/1"
+
+
 class MultiTaskModel(nn.Module):
-    """A shared encoder, a sentence vector (first token or mean), and a linear head per task."""
+    """A shared encoder and one head per task (`bam.heads`), chosen by each task's spec."""
 
     def __init__(self, encoder: nn.Module, tasks: list[Task], pooling: str = "first"):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
+        self.tasks = {task.name: task for task in tasks}
+        self.max_length: int | None = None  # known once loaded from a saved model
         config = encoder.config
-        self.dropout = nn.Dropout(getattr(config, "hidden_dropout_prob", 0.1))
-        self.heads = nn.ModuleDict({task.name: nn.Linear(config.hidden_size, task.output_size) for task in tasks})
+        dropout = getattr(config, "hidden_dropout_prob", 0.1)
+        self.heads = nn.ModuleDict({
+            task.name: head_kind(task.spec.head, task.name).build(
+                config.hidden_size, task.output_size, pooling=pooling, dropout=dropout, options=task.spec.head_options
+            )
+            for task in tasks
+        })  # fmt: skip
+        # Every head is built before any is initialised: the random draws keep the order they have always had.
         for head in self.heads.values():
-            nn.init.normal_(head.weight, std=getattr(config, "initializer_range", 0.02))
-            nn.init.zeros_(head.bias)
+            head.initialise(getattr(config, "initializer_range", 0.02))
 
     def forward(self, task_name: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = self.encoder(**inputs).last_hidden_state
-        if self.pooling == "mean":
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            vector = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-        else:
-            vector = hidden[:, 0]
-        return self.heads[task_name](self.dropout(vector))
+        return self.heads[task_name](hidden, inputs)
 
-    def save(self, folder: Path, tokenizer) -> None:
-        """encoder/ (config, safetensors weights, tokenizer), heads.safetensors and heads.json."""
+    def save(self, folder: Path, tokenizer, max_length: int) -> None:
+        """encoder/ (config, safetensors weights, tokenizer), heads.safetensors, and heads.json describing every head."""
         folder.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(folder / "encoder")
         tokenizer.save_pretrained(folder / "encoder")
         save_file({name: tensor.contiguous() for name, tensor in self.heads.state_dict().items()}, folder / "heads.safetensors")
-        layout = {"pooling": self.pooling, "heads": {name: head.out_features for name, head in self.heads.items()}}
-        (folder / "heads.json").write_text(json.dumps(layout, indent=2))
+        layout = {
+            "format": MODEL_FORMAT,
+            "pooling": self.pooling,
+            "max_length": max_length,
+            "tasks": {name: {"output_size": task.output_size, "spec": to_dict(task.spec)} for name, task in self.tasks.items()},
+        }
+        (folder / "heads.json").write_text(json.dumps(layout, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> "MultiTaskModel":
+        """A model saved by `save`, exactly as it was; `max_length` is set from heads.json.
+
+        Head weights must match the described heads one for one: a missing, unexpected or
+        misshapen tensor is refused rather than left at its random starting value.
+        """
+        folder = Path(folder)
+        layout = _read_layout(folder)
+        tasks = [Task(name, build(TaskSpec, entry["spec"], f"{folder / 'heads.json'}: tasks.{name}.spec")) for name, entry in layout["tasks"].items()]
+        model = cls(load_encoder(str(folder / "encoder")), tasks, layout["pooling"])
+        model.max_length = layout["max_length"]
+        _load_heads(model, folder / "heads.safetensors")
+        return model
+
+
+def _read_layout(folder: Path) -> dict:
+    path = folder / "heads.json"
+    if not path.is_file():
+        raise BamError(f"{folder}: not a saved bam model (no heads.json)")
+    layout = read_json(path)
+    if not isinstance(layout, dict) or layout.get("format") != MODEL_FORMAT:
+        found = layout.get("format") if isinstance(layout, dict) else type(layout).__name__
+        raise BamError(f"{path}: format {found!r} is not {MODEL_FORMAT!r}")
+    if layout.get("pooling") not in ("first", "mean") or not isinstance(layout.get("max_length"), int):
+        raise BamError(f"{path}: 'pooling' must be 'first' or 'mean' and 'max_length' an integer")
+    if not isinstance(layout.get("tasks"), dict) or not layout["tasks"]:
+        raise BamError(f"{path}: 'tasks' must describe at least one head")
+    for name, entry in layout["tasks"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("spec"), dict):
+            raise BamError(f"{path}: 'tasks.{name}' must hold the task's 'spec'")
+    return layout
+
+
+def _load_heads(model: MultiTaskModel, path: Path) -> None:
+    try:
+        stored = load_file(path)
+    except Exception as error:  # safetensors raises several types for a missing or damaged file
+        raise BamError(f"{path}: unreadable head weights ({str(error).splitlines()[0] or type(error).__name__})") from None
+    expected = model.heads.state_dict()
+    missing, unexpected = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
+    if missing or unexpected:
+        first = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise BamError(f"{path}: head weights do not match heads.json ({first}; {len(missing)} missing, {len(unexpected)} unexpected)")
+    for name, tensor in stored.items():
+        if tensor.shape != expected[name].shape:
+            raise BamError(f"{path}: head weight {name!r} has shape {tuple(tensor.shape)}, heads.json describes {tuple(expected[name].shape)}")
+    model.heads.load_state_dict(stored, strict=True)
 
 
 _LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")

@@ -1,15 +1,13 @@
-"""The task registry and the task types.
+"""The task registry: tasks as data, checked.
 
 Tasks are data: `glue_tasks.toml` (and a recipe's `[custom_tasks.NAME]`
 tables) give each task's files, fields, labels, type and metrics. The only code
-is per task *type*: how many outputs its head has, how gold labels and teacher
-outputs become training targets, its loss, and how outputs become predictions.
+is per task *type* (`bam.task_types`) and per head (`bam.heads`).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -17,69 +15,12 @@ from importlib import resources
 from pathlib import PurePath
 
 import torch
-import torch.nn.functional as F
 
 from bam import metrics
 from bam.config import Recipe, TaskSpec, build, did_you_mean
 from bam.errors import BamError
-
-
-class Classification:
-    """Softmax over the label set; soft targets are probability distributions."""
-
-    name = "classification"
-
-    @staticmethod
-    def output_size(spec: TaskSpec) -> int:
-        return len(spec.labels)
-
-    @staticmethod
-    def gold_targets(labels: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
-        return F.one_hot(labels.long(), len(spec.labels)).float()
-
-    @staticmethod
-    def teacher_targets(teacher_outputs: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(teacher_outputs.float(), dim=-1)
-
-    @staticmethod
-    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        # Cross-entropy against a distribution, which is what the blended target is.
-        return -(targets * torch.log_softmax(outputs.float(), dim=-1)).sum(dim=-1).mean()
-
-    @staticmethod
-    def predictions(outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
-        return outputs.argmax(dim=-1)
-
-
-class Regression:
-    """One output trained with squared error on targets scaled to [0, 1]."""
-
-    name = "regression"
-
-    @staticmethod
-    def output_size(spec: TaskSpec) -> int:
-        return 1
-
-    @staticmethod
-    def gold_targets(labels: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
-        return labels.float()
-
-    @staticmethod
-    def teacher_targets(teacher_outputs: torch.Tensor) -> torch.Tensor:
-        return teacher_outputs.float().squeeze(-1)
-
-    @staticmethod
-    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(outputs.float().squeeze(-1), targets)
-
-    @staticmethod
-    def predictions(outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
-        low, high = spec.label_range
-        return outputs.float().squeeze(-1) * (high - low) + low
-
-
-TASK_TYPES = {kind.name: kind for kind in (Classification, Regression)}
-CORRELATIONS = {"pearson", "spearman"}
+from bam.heads import head_kind
+from bam.task_types import TaskType, task_type
 
 
 @dataclass(frozen=True)
@@ -90,19 +31,16 @@ class Task:
     spec: TaskSpec
 
     @property
-    def kind(self):
-        return TASK_TYPES[self.spec.type]
+    def type(self) -> TaskType:
+        return task_type(self.spec.type, self.name)
 
     @property
     def output_size(self) -> int:
-        return self.kind.output_size(self.spec)
+        return self.type.output_size(self.spec)
 
-    def score(self, gold: torch.Tensor, outputs: torch.Tensor) -> dict[str, float]:
-        """The task's metrics for model outputs against gold labels (original scale for regression)."""
-        predicted = self.kind.predictions(outputs, self.spec).numpy()
-        if self.spec.type == "regression":
-            gold = Regression.predictions(gold.unsqueeze(-1), self.spec)
-        return metrics.compute(self.spec.metrics, gold.numpy(), predicted)
+    def score(self, labels: torch.Tensor, outputs: torch.Tensor) -> dict[str, float]:
+        """The task's metrics for model outputs against gold labels (as the data holds them)."""
+        return metrics.compute(self.spec.metrics, *self.type.metric_inputs(labels, outputs, self.spec))
 
 
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -125,21 +63,13 @@ def check_spec(name: str, spec: TaskSpec) -> None:
         raise BamError(f"task {name!r}: `labels` names a label twice")
     if len(spec.local.delimiter) != 1:
         raise BamError(f"task {name!r}: `local.delimiter` must be one character, got {spec.local.delimiter!r}")
-    if spec.type == "classification" and len(spec.labels) < 2:
-        raise BamError(f"task {name!r}: a classification task needs at least two `labels`")
     unknown = [metric for metric in spec.metrics if metric not in metrics.METRICS]
     if unknown:
         raise BamError(f"task {name!r}: unknown metric {unknown[0]!r}{did_you_mean(unknown[0], metrics.METRICS)}")
     if not spec.metrics:
         raise BamError(f"task {name!r}: `metrics` must name at least one metric")
-    if spec.type == "regression" and not -math.inf < spec.label_range[0] < spec.label_range[1] < math.inf:
-        raise BamError(f"task {name!r}: `label_range` must be [low, high] with low < high, both finite")
-    fitting = CORRELATIONS if spec.type == "regression" else metrics.METRICS.keys() - CORRELATIONS
-    if len(spec.labels) > 2:
-        fitting = fitting - {"f1"}  # binary F1 of the positive class only
-    for metric in spec.metrics:
-        if metric not in fitting:
-            raise BamError(f"task {name!r}: metric {metric!r} does not fit a {spec.type} task with {len(spec.labels)} labels")
+    task_type(spec.type, name).check_spec(name, spec)
+    head_kind(spec.head, name).check_options(name, spec.head_options)
     local_paths = {"local.folder": spec.local.folder, "local.train": spec.local.train, **{f"local.dev.{split}": name for split, name in spec.local.dev.items()}}
     for where, path in local_paths.items():
         if PurePath(path).is_absolute() or ".." in PurePath(path).parts or "\\" in path:  # it must stay inside the data directory

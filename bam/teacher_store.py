@@ -5,7 +5,8 @@ Layout (documented for users in teachers/README.md):
     <store>/<task>/manifest.json        what the predictions are and what data they belong to
     <store>/<task>/train.safetensors    `ids` (int64, N), `outputs` (float32, N x outputs), gold `labels` (N)
     <store>/<task>/<split>.safetensors  the same for each evaluation split
-    <store>/<task>/model/               the fine-tuned teacher (safetensors)
+    <store>/<task>/model/               the fine-tuned teacher (bam.model.MultiTaskModel.load reads it)
+    <store>/<task>/train_log.jsonl      per-step training losses (bam.train_log)
 
 A task's folder is built under a hidden temporary name and renamed into place
 only when complete, so a killed run never leaves a teacher that looks finished;
@@ -35,6 +36,7 @@ from bam.data import column
 from bam.errors import BamError
 from bam.files import atomic_directory, read_json, replaced_atomically, write_json
 from bam.tasks import Task
+from bam.train_log import write_train_log
 
 FORMAT = "bam-teacher-store/1"
 TENSORS = ("ids", "outputs", "labels")
@@ -118,11 +120,12 @@ def write_teacher(
     train_fingerprint: str,
     details: dict,
     save_model: Callable[[Path], None] | None,
+    train_log: list[dict] | None = None,
 ) -> Path:
     """Write one task's teacher atomically; `predictions` maps split -> Predictions, `train` included.
 
     `save_model` writes the model into the folder it is given; None stores predictions only
-    (a multi-task model used as a teacher is saved once in its own run directory).
+    (a multi-task model used as a teacher is saved once, with its training log, in its own run directory).
     """
     final = store / task.name
     with atomic_directory(final) as partial:
@@ -133,6 +136,8 @@ def write_teacher(
             files[split] = {"path": path.name, "sha256": sha256, "examples": len(split_predictions.ids)}
         if save_model is not None:
             save_model(partial / "model")
+        if train_log is not None:
+            write_train_log(partial / "train_log.jsonl", train_log)
         manifest = {
             "format": FORMAT,
             "task": task.name,

@@ -1,11 +1,12 @@
 """Stage 1, `bam train-teachers`: one single-task model per task, and its cached predictions.
 
 For each task: build (data, encoder, head) -> train (gold labels) -> evaluate
-(dev metrics) -> save (the model, and its outputs on the FULL training set and
-on dev into the teacher store, with a manifest the student checks). All data
-is read before any training, so a bad file stops the run before it starts.
-Training checkpoints sit beside the store's task folder until it is written,
-so the same command after a kill resumes instead of starting again.
+(dev metrics) -> save (the model, its training log, and its outputs on the
+FULL training set and on dev into the teacher store, with a manifest the
+student checks). All data is read before any training, so a bad file stops
+the run before it starts. Training checkpoints sit beside the store's task
+folder until it is written, so the same command after a kill resumes instead
+of starting again.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bam import metrics
+from bam.checkpoints import Checkpointing, checkpoint_folder, run_key
 from bam.config import Recipe, to_dict
-from bam.checkpoints import Checkpointing, checkpoint_folder, remove_checkpoints, run_key
 from bam.data import DataDirectories, TaskData, load_tokenized
 from bam.files import check_writable
 from bam.model import MultiTaskModel, load_encoder, load_tokenizer
+from bam.stage import prediction_options, train_and_evaluate, write_on_main_process
 from bam.tasks import Task
 from bam.teacher_store import Predictions, write_teacher
-from bam.training import ProgressCallback, accelerator, evaluate, fit, predict, run_facts, seed_everything
+from bam.training import ProgressCallback, predict, run_facts, seed_everything
 
 
 def train_teacher(
@@ -34,35 +36,24 @@ def train_teacher(
     started = time.perf_counter()
     task = data.task
     seed_everything(recipe.seed)
-    encoder = load_encoder(recipe.model)
-    model = MultiTaskModel(encoder, [task], recipe.pooling)
-
-    # train (resuming from this teacher's checkpoint if an earlier run was killed)
+    model = MultiTaskModel(load_encoder(recipe.model), [task], recipe.pooling)
     final = store / task.name
     checkpointing = Checkpointing(checkpoint_folder(final), recipe.checkpoint_every, run_key(to_dict(recipe), task.name, train_fingerprint))
-    earlier_seconds = fit(
-        model, [task], {task.name: data.train}, tokenizer, recipe.teacher,
-        precision=recipe.precision, seed=recipe.seed, progress=progress,
-        checkpointing=checkpointing, max_tokens_per_pass=recipe.max_tokens_per_pass,
-    )  # fmt: skip
-    started -= earlier_seconds  # the recorded wall time includes the training of killed attempts
 
-    # evaluate
-    predict_options = {"precision": recipe.precision, "batch_size": recipe.eval_batch_size}
-    dev_outputs, dev_metrics = evaluate(model, task, data.dev, tokenizer, **predict_options)
-    train_outputs = predict(model, task, data.train, tokenizer, **predict_options)
+    # train (resuming from this teacher's checkpoint if an earlier run was killed), evaluate
+    trained = train_and_evaluate(model, [data], tokenizer, recipe, recipe.teacher, checkpointing=checkpointing, progress=progress)
+    started -= trained.earlier_seconds  # the recorded wall time includes the training of killed attempts
+    train_outputs = predict(model, task, data.train, tokenizer, **prediction_options(recipe))
 
-    # save (one process writes; with several, the others wait for it)
+    # save
+    dev_metrics = trained.dev_metrics[task.name]
     predictions = {"train": Predictions.of(data.train, train_outputs)}
-    predictions.update({split: Predictions.of(data.dev[split], outputs) for split, outputs in dev_outputs.items()})
-    if accelerator().is_main_process:
-        write_teacher(
-            store, task, predictions=predictions, train_fingerprint=train_fingerprint,
-            details=teacher_details(recipe, {**dev_metrics, "score": metrics.task_score(dev_metrics)}, started),
-            save_model=lambda folder: model.save(folder, tokenizer),
-        )  # fmt: skip
-        remove_checkpoints(final)
-    accelerator().wait_for_everyone()
+    predictions.update({split: Predictions.of(data.dev[split], outputs) for split, outputs in trained.dev_outputs[task.name].items()})
+    details = teacher_details(recipe, {**dev_metrics, "score": metrics.task_score(dev_metrics)}, started)
+    write_on_main_process(final, lambda: write_teacher(
+        store, task, predictions=predictions, train_fingerprint=train_fingerprint, details=details,
+        save_model=lambda folder: model.save(folder, tokenizer, recipe.max_length), train_log=trained.log,
+    ))  # fmt: skip
     return dev_metrics
 
 

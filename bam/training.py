@@ -2,9 +2,11 @@
 
 A teacher is trained by `fit` on one task with gold targets only; the student
 by the same `fit` on all tasks, with each batch's target blended from gold
-labels and cached teacher outputs by `bam.distillation`. The loop: pick a task
-(|D|^alpha), take its next length-grouped batch, build targets, step AdamW
-with warm-up, linear decay and clipping; checkpoint every N steps.
+labels and cached teacher outputs by `bam.distillation`. `fit` is setup (the
+step sampler's plan of the whole run, AdamW with warm-up and linear decay, the
+loss weighting; or the newest checkpoint), then one `_train_step` per step of
+the plan: per-task losses against their targets, the weighting's backward,
+clipping, the update, a line of the training log; a checkpoint every N steps.
 
 Devices and processes go through `accelerate`: the same code runs on a CPU, a
 GPU, or several processes launched by `accelerate launch` / `torchrun` (DDP).
@@ -25,8 +27,9 @@ import json
 import math
 import random
 import time
+from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,13 +37,15 @@ from transformers import get_linear_schedule_with_warmup
 
 from bam.checkpoints import Checkpointing, latest_checkpoint, load_checkpoint, save_checkpoint
 from bam.config import TrainConfig
-from bam.data import column, length_grouped_batches
+from bam.data import column
 from bam.distillation import blend, gold_weight
 from bam.files import code_fingerprint
 from bam.hardware import resolve_precision
 from bam.model import MultiTaskModel, parameter_groups
-from bam.sampling import endless_batches, task_schedule, total_steps
+from bam.sampling import SAMPLERS, Step
+from bam.task_types import Batch
 from bam.tasks import Task
+from bam.weighting import LossWeighting, build_weighting
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -51,12 +56,13 @@ class StepReport:
 
     step: int
     total_steps: int
-    loss: float
+    loss: float  # this step's loss, summed over the tasks it trained
     gold_weight: float
     examples_per_second: float
     examples: int = 0  # examples trained on so far, all processes
     tokens: int = 0  # real (non-padding) tokens this process has trained on so far
     padded_tokens: int = 0  # the same including padding
+    task_losses: dict[str, float] = field(default_factory=dict)  # each task's mean loss over its last 20 steps
 
 
 ProgressCallback = Callable[[StepReport], None]
@@ -107,19 +113,19 @@ def run_facts(precision: str) -> dict:
     }  # fmt: skip
 
 
-def autocast(precision: str, on: torch.device):
+def autocast(precision: str, device: torch.device):
     """bf16 autocast for the matrix products, or nothing for fp32 ('auto' decides by hardware)."""
-    if resolve_precision(precision, on.type) == "bf16":
-        return torch.autocast(device_type=on.type, dtype=torch.bfloat16)
+    if resolve_precision(precision, device.type) == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def collate(dataset, indices: np.ndarray, tokenizer, on: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def collate(dataset, indices: np.ndarray, tokenizer, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Model inputs for the given rows, padded to the longest of them, and their labels."""
     rows = dataset[indices.tolist()]
     features = [{name: rows[name][i] for name in MODEL_INPUTS if name in rows} for i in range(len(indices))]
     padded = tokenizer.pad(features, return_tensors="pt")
-    return {name: tensor.to(on) for name, tensor in padded.items()}, torch.as_tensor(np.asarray(rows["label"]))
+    return {name: tensor.to(device) for name, tensor in padded.items()}, torch.as_tensor(np.asarray(rows["label"]))
 
 
 def process_share(indices: np.ndarray, process: int, processes: int) -> tuple[np.ndarray, float]:
@@ -149,18 +155,69 @@ def memory_passes(indices: np.ndarray, lengths: np.ndarray, max_tokens: int) -> 
     return [(part, len(part) / len(indices)) for part in np.array_split(indices, count)]
 
 
-def batch_targets(task: Task, labels: torch.Tensor, teacher_rows: torch.Tensor | None, weight: float) -> torch.Tensor:
+def batch_targets(task: Task, batch: Batch, gold_weight: float) -> torch.Tensor:
     """What the batch is trained towards: gold targets, blended with the teacher's rows when there is a teacher."""
-    gold = task.kind.gold_targets(labels, task.spec)
-    if teacher_rows is None:
+    gold = task.type.gold_targets(batch, task.spec)
+    if batch.teacher_rows is None:
         return gold
-    return blend(gold, task.kind.teacher_targets(teacher_rows), weight)
+    return blend(gold, task.type.teacher_targets(batch), gold_weight)
 
 
 def _run_key(checkpointing: Checkpointing, processes: int) -> Checkpointing:
     # A checkpoint from a run with another process count splits batches differently: never resume it.
     key = hashlib.sha256(json.dumps([checkpointing.key, processes]).encode()).hexdigest()
     return Checkpointing(checkpointing.folder, checkpointing.every, key)
+
+
+@dataclass(frozen=True)
+class Teaching:
+    """The cached teacher outputs a student trains against, and how the gold label's weight anneals."""
+
+    outputs: dict[str, torch.Tensor]  # task name -> outputs, row-aligned with that task's training set
+    anneal: str
+    teacher_weight: float = 0.5
+
+    def __post_init__(self):
+        if self.anneal == "none":  # gold only would silently ignore the teachers it was given
+            raise ValueError("Teaching: teacher outputs given with anneal='none'")
+
+    def gold_weight(self, step: int, steps: int) -> float:
+        return gold_weight(self.anneal, step, steps, self.teacher_weight)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What `fit` leaves besides the trained model."""
+
+    earlier_seconds: float  # training seconds of killed attempts before the checkpoint this run resumed from (0 if fresh)
+    log: list[dict]  # one record per step, for train_log.jsonl (bam.train_log)
+
+
+@dataclass
+class _Training:
+    """Everything a step needs, built once by `_setup`."""
+
+    model: MultiTaskModel
+    tasks: list[Task]
+    train_sets: dict
+    tokenizer: object
+    config: TrainConfig
+    precision: str
+    teaching: Teaching | None
+    max_tokens_per_pass: int
+    plan: list[Step]
+    lengths: dict[str, np.ndarray]
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    weighting: LossWeighting
+    trained: torch.nn.Module | None = None  # the model as accelerate prepared it (DDP-wrapped with several processes)
+
+    @property
+    def device(self) -> torch.device:
+        return accelerator().device
+
+    def gold_weight(self, step: int) -> float:
+        return 1.0 if self.teaching is None else self.teaching.gold_weight(step, len(self.plan))
 
 
 def fit(
@@ -172,103 +229,138 @@ def fit(
     *,
     precision: str,
     seed: int,
-    teacher_outputs: dict[str, torch.Tensor] | None = None,
-    anneal: str = "none",
-    teacher_weight: float = 0.5,
+    teaching: Teaching | None = None,
     progress: ProgressCallback | None = None,
     checkpointing: Checkpointing | None = None,
-    max_tokens_per_pass: int = 1 << 62,
-) -> float:
-    """Train `model` in place on `tasks` for `config.epochs` passes over their training sets.
+    max_tokens_per_pass: int = 4096,
+) -> FitResult:
+    """Train `model` in place on the tasks' training sets: setup, then one `_train_step` per step of the sampler's plan.
 
-    With `teacher_outputs` (task name -> one row per training example, in
-    dataset order) targets are blended with the teacher according to `anneal`;
-    without, they are the gold labels. With `checkpointing`, the run resumes
-    from its newest checkpoint and saves one every `checkpointing.every` steps
-    and at the end, so that a run killed during prediction need not train again.
-    Batches with more than `max_tokens_per_pass` padded tokens are trained in
-    several passes (`memory_passes`), which bounds memory, not the maths.
-    Returns the seconds of training done by earlier attempts before the
-    checkpoint this one resumed from (0 for a fresh run).
+    Without `teaching` targets are gold labels; with it, each batch's target is
+    blended with the teacher's rows for the same examples, the gold weight
+    following `teaching.anneal`. With `checkpointing`, a resumable checkpoint is
+    written every `checkpointing.every` steps and once at the end, and a run
+    finding one of its own checkpoints resumes from it, so a run killed during
+    training, or during prediction, need not train again. Batches with more than
+    `max_tokens_per_pass` padded tokens are trained in several passes
+    (`memory_passes`), which bounds memory, not the maths.
     """
-    if teacher_outputs and anneal == "none":  # gold only would silently ignore the teachers it was given
-        raise ValueError("fit: teacher_outputs given with anneal='none'")
     fit_started = time.perf_counter()
-    engine = accelerator()
-    on = engine.device
-    model.to(on).train()
-    rng = np.random.default_rng(seed)
-    sizes = [len(train_sets[task.name]) for task in tasks]
-    steps = total_steps(sizes, config.batch_size, config.epochs)
-    schedule = task_schedule(sizes, config.task_sampling_alpha, steps, rng)
+    run = _setup(model, tasks, train_sets, tokenizer, config, precision, seed, teaching, max_tokens_per_pass)
+    if checkpointing is not None:
+        checkpointing = _run_key(checkpointing, accelerator().num_processes)
+    first_step, earlier_seconds, log = _resume(checkpointing, run)
+    run.trained, run.optimizer = accelerator().prepare(model, run.optimizer)
+    meter = _Meter(len(run.plan))
+    for step in range(first_step, len(run.plan)):
+        entry, counts = _train_step(run, step)
+        log.append({"step": step + 1, "tasks": entry})
+        report = meter.add(step + 1, entry, counts)
+        if progress is not None:
+            progress(report)
+        if checkpointing is not None and checkpointing.every and (step + 1) % checkpointing.every == 0 and step + 1 < len(run.plan):
+            _checkpoint(checkpointing, step + 1, run, earlier_seconds + time.perf_counter() - fit_started, log)
+    if checkpointing is not None and first_step < len(run.plan):
+        _checkpoint(checkpointing, len(run.plan), run, earlier_seconds + time.perf_counter() - fit_started, log)
+    accelerator().free_memory()  # accelerate keeps every prepared model alive otherwise; a sweep worker trains many
+    return FitResult(earlier_seconds, log)
+
+
+def _setup(model, tasks, train_sets, tokenizer, config: TrainConfig, precision, seed, teaching, max_tokens_per_pass) -> _Training:
+    """The plan of every step, the optimizer with its schedule, and the loss weighting."""
+    model.to(device()).train()
     lengths = {task.name: column(train_sets[task.name], "length") for task in tasks}
-    batches = [
-        endless_batches(lambda task_lengths=lengths[task.name]: length_grouped_batches(task_lengths, config.batch_size, rng, config.length_group_batches))
-        for task in tasks
-    ]
+    plan = SAMPLERS[config.step_sampler].plan([lengths[task.name] for task in tasks], config, seed)
+    weighting = build_weighting(config.loss_weighting, [task.name for task in tasks]).to(device())
+    groups = parameter_groups(model, config.learning_rate, config.layerwise_lr_decay, config.weight_decay)
+    if learnable := [parameter for parameter in weighting.parameters() if parameter.requires_grad]:
+        groups.append({"params": learnable, "lr": config.learning_rate, "weight_decay": 0.0})
     # The fused kernel updates all parameters in one pass. Profiled on MiniLM, 1 CPU thread: 57-68 ms per step
     # against 360-530 ms for the default update, 11-15% of a step (the embedding matrix is half of MiniLM).
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.learning_rate, config.layerwise_lr_decay, config.weight_decay), lr=config.learning_rate, fused=True
-    )
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * steps), steps)
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * len(plan)), len(plan))
+    return _Training(model, tasks, train_sets, tokenizer, config, precision, teaching, max_tokens_per_pass, plan, lengths, optimizer, scheduler, weighting)
 
-    if checkpointing is not None:
-        checkpointing = _run_key(checkpointing, engine.num_processes)
-    first_step, earlier_seconds = _resume(checkpointing, model, optimizer, scheduler, batches, schedule)
 
-    def elapsed() -> float:  # training seconds of this run so far, earlier attempts included
-        return earlier_seconds + time.perf_counter() - fit_started
+def _train_step(run: _Training, step: int) -> tuple[dict[str, dict[str, float]], tuple[int, int, int]]:
+    """One optimizer step of the plan: per-task losses, the weighting's backward, clipping, the update.
 
-    trained, optimizer = engine.prepare(model, optimizer)
-    started, examples, tokens, padded_tokens = time.perf_counter(), 0, 0, 0
-    for step in range(first_step, steps):
-        task = tasks[schedule[step]]
-        indices = next(batches[schedule[step]])
-        share, loss_scale = process_share(indices, engine.process_index, engine.num_processes)
-        weight = 1.0 if teacher_outputs is None else gold_weight(anneal, step, steps, teacher_weight)
-        passes = memory_passes(share, lengths[task.name], max_tokens_per_pass)
-        loss_value = 0.0
-        for number, (part, part_scale) in enumerate(passes):
-            # Gradients add up over the passes; processes exchange them once, after the last.
-            with engine.no_sync(trained) if number < len(passes) - 1 else contextlib.nullcontext():
-                inputs, labels = collate(train_sets[task.name], part, tokenizer, on)
-                teacher = None if teacher_outputs is None else teacher_outputs[task.name][torch.as_tensor(part)]
-                targets = batch_targets(task, labels, teacher, weight).to(on)
-                with autocast(precision, on):
-                    outputs = trained(task.name, inputs)
-                loss = task.kind.loss(outputs, targets) * part_scale
-                engine.backward(loss * loss_scale)
-            loss_value += loss.item()
-            padded_tokens += int(lengths[task.name][part].max()) * len(part)
-        engine.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+    Returns the step's log entry per task, and the examples (all processes),
+    real tokens and padded tokens (this process) it trained on. Each task's
+    batch is split between processes, then into memory passes; pass n of every
+    task forms round n, whose losses the weighting combines in one backward.
+    """
+    processes = accelerator()
+    rounds: list[list[tuple[Task, np.ndarray, float, float]]] = []
+    examples = tokens = 0
+    for task_index, indices in run.plan[step].parts:
+        task = run.tasks[task_index]
+        share, process_scale = process_share(indices, processes.process_index, processes.num_processes)
+        for number, (part, part_scale) in enumerate(memory_passes(share, run.lengths[task.name], run.max_tokens_per_pass)):
+            if number == len(rounds):
+                rounds.append([])
+            rounds[number].append((task, part, part_scale, process_scale))
         examples += len(indices)
-        tokens += int(lengths[task.name][share].sum())
-        if progress is not None:
-            rate = examples / max(time.perf_counter() - started, 1e-9)
-            progress(StepReport(step + 1, steps, loss_value, weight, rate, examples, tokens, padded_tokens))
-        if checkpointing is not None and checkpointing.every and (step + 1) % checkpointing.every == 0 and step + 1 < steps:
-            _checkpoint(checkpointing, step + 1, model, optimizer, scheduler, elapsed())
-    if checkpointing is not None and first_step < steps:
-        _checkpoint(checkpointing, steps, model, optimizer, scheduler, elapsed())
-    engine.free_memory()  # accelerate keeps every prepared model alive otherwise; a sweep worker trains many
-    return earlier_seconds
+        tokens += int(run.lengths[task.name][share].sum())
+    gold_weight, losses, weights, padded_tokens = run.gold_weight(step), defaultdict(float), {}, 0
+    for number, passes in enumerate(rounds):
+        # Gradients add up over the rounds; processes exchange them once, after the last.
+        with processes.no_sync(run.trained) if number < len(rounds) - 1 else contextlib.nullcontext():
+            scaled = {}
+            for task, part, part_scale, process_scale in passes:
+                loss = _pass_loss(run, task, part, gold_weight) * part_scale
+                scaled[task.name] = loss * process_scale
+                losses[task.name] += loss.item()
+                padded_tokens += int(run.lengths[task.name][part].max()) * len(part)
+            weights.update(run.weighting.backward(scaled, processes.backward))
+    processes.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.weighting.end_step(dict(losses))
+    entry = {name: {"loss": loss, "gold_weight": gold_weight, "loss_weight": weights[name]} for name, loss in losses.items()}
+    return entry, (examples, tokens, padded_tokens)
 
 
-def _resume(checkpointing: Checkpointing | None, model, optimizer, scheduler, batches: list, schedule) -> tuple[int, float]:
-    """The step to start from and the training seconds spent before it: 0, 0 or the newest checkpoint's, whose states are loaded."""
+def _pass_loss(run: _Training, task: Task, part: np.ndarray, gold_weight: float) -> torch.Tensor:
+    """The mean loss of one pass: some examples of one task, against their (blended) targets."""
+    inputs, labels = collate(run.train_sets[task.name], part, run.tokenizer, run.device)
+    teacher_rows = None if run.teaching is None else run.teaching.outputs[task.name][torch.as_tensor(part)]
+    batch = Batch(labels, teacher_rows)
+    targets = batch_targets(task, batch, gold_weight).to(run.device)
+    with autocast(run.precision, run.device):
+        outputs = run.trained(task.name, inputs)
+    return task.type.loss(outputs, targets, batch)
+
+
+class _Meter:
+    """Running counts for the progress display: throughput, tokens, and each task's recent losses."""
+
+    def __init__(self, total_steps: int, window: int = 20):
+        self.total_steps, self.started = total_steps, time.perf_counter()
+        self.examples = self.tokens = self.padded_tokens = 0
+        self.recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
+
+    def add(self, step: int, entry: dict, counts: tuple[int, int, int]) -> StepReport:
+        examples, tokens, padded_tokens = counts
+        self.examples, self.tokens, self.padded_tokens = self.examples + examples, self.tokens + tokens, self.padded_tokens + padded_tokens
+        for name, values in entry.items():
+            self.recent[name].append(values["loss"])
+        rate = self.examples / max(time.perf_counter() - self.started, 1e-9)
+        gold_weight = next(iter(entry.values()))["gold_weight"]
+        running = {name: float(np.mean(values)) for name, values in self.recent.items()}
+        loss = sum(values["loss"] for values in entry.values())
+        return StepReport(step, self.total_steps, loss, gold_weight, rate, self.examples, self.tokens, self.padded_tokens, running)
+
+
+def _resume(checkpointing: Checkpointing | None, run: _Training) -> tuple[int, float, list[dict]]:
+    """The step to start from, the training seconds spent before it, and the log so far: 0, 0, [] or the newest checkpoint's."""
     found = latest_checkpoint(checkpointing) if checkpointing is not None else None
     if found is None:
-        return 0, 0.0
-    first_step, random_states, seconds = load_checkpoint(found, model, optimizer, scheduler)
-    restore_random_state(random_states[accelerator().process_index])
-    # The data position: batch order depends only on the seed, so replay it without training.
-    for step in range(first_step):
-        next(batches[schedule[step]])
-    return first_step, seconds
+        return 0, 0.0, []
+    resumed = load_checkpoint(found, run.model, run.optimizer, run.scheduler, run.weighting)
+    restore_random_state(resumed.random_states[accelerator().process_index])
+    return resumed.step, resumed.seconds, resumed.log
 
 
 def random_state() -> dict[str, torch.Tensor]:
@@ -285,12 +377,11 @@ def restore_random_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _checkpoint(checkpointing: Checkpointing, step: int, model, optimizer, scheduler, seconds: float) -> None:
-    engine = accelerator()
+def _checkpoint(checkpointing: Checkpointing, step: int, run: _Training, seconds: float, log: list[dict]) -> None:
     random_states = gather(random_state())
-    if engine.is_main_process:
-        save_checkpoint(checkpointing, step, model, optimizer.optimizer, scheduler, random_states, seconds)
-    engine.wait_for_everyone()
+    if accelerator().is_main_process:
+        save_checkpoint(checkpointing, step, run.model, run.optimizer.optimizer, run.scheduler, random_states, seconds, weighting=run.weighting, log=log)
+    accelerator().wait_for_everyone()
 
 
 def gather(value) -> list:
@@ -314,14 +405,14 @@ def predict(model: MultiTaskModel, task: Task, dataset, tokenizer, *, precision:
 
     With several processes each predicts every n-th batch and all get the full result.
     """
-    engine = accelerator()
-    on = engine.device
-    model.to(on).eval()
+    processes = accelerator()
+    model.to(processes.device).eval()
     batches = prediction_batches(column(dataset, "length"), batch_size)
     predicted = []
-    for indices in batches[engine.process_index :: engine.num_processes]:
-        with autocast(precision, on):
-            predicted.append((indices, model(task.name, collate(dataset, indices, tokenizer, on)[0]).float().cpu()))
+    for indices in batches[processes.process_index :: processes.num_processes]:
+        with autocast(precision, processes.device):
+            inputs = collate(dataset, indices, tokenizer, processes.device)[0]
+            predicted.append((indices, model(task.name, inputs).float().cpu()))
     outputs = torch.empty(len(dataset), task.output_size)
     for part in gather(predicted):
         for indices, values in part:

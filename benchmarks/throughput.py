@@ -155,7 +155,7 @@ def measure_bam(options, anneal: str | None) -> dict:
     from bam.data import column
     from bam.model import MultiTaskModel, load_encoder
     from bam.teacher_store import read_teacher
-    from bam.training import fit, seed_everything
+    from bam.training import Teaching, fit, seed_everything
 
     torch.set_num_threads(options["threads"])
     recipe, task, tokenizer, data, fingerprint = load_task_rows(options)
@@ -175,7 +175,7 @@ def measure_bam(options, anneal: str | None) -> dict:
         reports = []
         fit(
             model, [task], {task.name: data.train}, tokenizer, config, precision=options["precision"], seed=0,
-            teacher_outputs=teacher_outputs, anneal=anneal or "none", max_tokens_per_pass=recipe.max_tokens_per_pass,
+            teaching=Teaching(teacher_outputs, anneal) if teacher_outputs else None, max_tokens_per_pass=recipe.max_tokens_per_pass,
             progress=lambda report: reports.append((time.perf_counter(), report)),
         )  # fmt: skip
     (started, first), (ended, last) = reports[options["warmup"] - 1], reports[-1]
@@ -191,7 +191,9 @@ def measure_distill_work(options, repeats: int = 200) -> dict:
     """
     import numpy as np
 
-    from bam.data import column, length_grouped_batches
+    from bam.data import column
+    from bam.sampling import length_grouped_batches
+    from bam.task_types import Batch
     from bam.training import batch_targets
 
     torch.set_num_threads(options["threads"])
@@ -206,7 +208,7 @@ def measure_distill_work(options, repeats: int = 200) -> dict:
         started = time.perf_counter()
         for step in range(repeats):
             indices = torch.as_tensor(batches[step % len(batches)])
-            batch_targets(task, labels[indices], outputs[indices], step / repeats)
+            batch_targets(task, Batch(labels[indices], outputs[indices]), step / repeats)
         seconds = (time.perf_counter() - started) / repeats
     return {"seconds_per_step": seconds}
 
@@ -239,7 +241,7 @@ def measure_glue_mini_memory(options) -> dict:
     from bam.model import MultiTaskModel, load_encoder, load_tokenizer
     from bam.tasks import resolve
     from bam.teacher_store import read_teacher
-    from bam.training import evaluate, fit, seed_everything
+    from bam.training import Teaching, evaluate, fit, seed_everything
 
     torch.set_num_threads(options["threads"])
     recipe = load_recipe(GLUE_MINI, [f"max_length={options['max_length']}"])
@@ -259,7 +261,7 @@ def measure_glue_mini_memory(options) -> dict:
         train_sets = {data.task.name: data.train for data, _ in prepared}
         fit(
             model, tasks, train_sets, tokenizer, config, precision=options["precision"], seed=0,
-            teacher_outputs=teacher_outputs, anneal="linear", max_tokens_per_pass=recipe.max_tokens_per_pass,
+            teaching=Teaching(teacher_outputs, "linear"), max_tokens_per_pass=recipe.max_tokens_per_pass,
         )  # fmt: skip
         for data, _ in prepared:
             evaluate(model, data.task, data.dev, tokenizer, precision=options["precision"], batch_size=recipe.eval_batch_size)

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 import bam.data
 from bam.config import Recipe
 from bam.data import (
-    cache_directory, column, fingerprint, length_grouped_batches, load_task, load_tokenized, read_delimited,
+    cache_directory, column, fingerprint, load_task, load_tokenized, read_delimited,
     tokenizer_identity,
 )  # fmt: skip
 from bam.errors import BamError
@@ -133,31 +133,6 @@ def test_missing_file_is_named(tmp_path):
 def test_quotes_are_literal_text(tmp_path):
     data = broken(tmp_path, HEADER + '0\t"a quoted\tb\tentailment\n')()
     assert data[0]["text_a"] == '"a quoted'
-
-
-def test_length_grouped_batches_cover_every_example_once_with_similar_lengths():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 128, size=1000)
-    batches = length_grouped_batches(lengths, 16, np.random.default_rng(1))
-    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
-    spread = np.mean([lengths[batch].max() - lengths[batch].min() for batch in batches])
-    assert spread < 10  # random batches of 16 would spread by about 110
-    again = length_grouped_batches(lengths, 16, np.random.default_rng(1))
-    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
-
-
-def test_smaller_length_groups_give_more_random_batches():
-    lengths = np.random.default_rng(0).integers(5, 128, size=1000)
-    spreads = {}
-    for group_batches in (1, 4, 100):
-        batches = length_grouped_batches(lengths, 16, np.random.default_rng(1), group_batches)
-        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
-        spreads[group_batches] = np.mean([lengths[batch].max() - lengths[batch].min() for batch in batches])
-    assert spreads[1] > 90 and spreads[4] < spreads[1] / 2 and spreads[100] < 3, spreads
-    # One group holding the whole set cuts the same batches every epoch, whatever the shuffle (lengths all differ here).
-    distinct = np.random.default_rng(2).permutation(1000)
-    epochs = [length_grouped_batches(distinct, 16, np.random.default_rng(seed), 100) for seed in (3, 4)]
-    assert sorted(map(tuple, map(sorted, epochs[0]))) == sorted(map(tuple, map(sorted, epochs[1])))
 
 
 def test_hub_path_maps_label_indices_and_named_splits(monkeypatch):

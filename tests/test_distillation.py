@@ -2,8 +2,10 @@ import pytest
 import torch
 
 from bam.distillation import blend, gold_weight
-from bam.tasks import Classification, Regression
 from bam.config import TaskSpec
+from bam.task_types import TASK_TYPES, Batch
+
+CLASSIFICATION, REGRESSION = TASK_TYPES["classification"], TASK_TYPES["regression"]
 
 
 def test_linear_annealing_moves_from_zero_to_one_in_equal_steps():
@@ -30,8 +32,8 @@ SPEC = TaskSpec(labels=("no", "yes"))
 )
 def test_classification_blend_of_one_hot_gold_and_teacher_softmax(weight, expected):
     # Gold label 0; teacher logits (0, 1): softmax = (1/(1+e), e/(1+e)) = (0.2689, 0.7311).
-    gold = Classification.gold_targets(torch.tensor([0]), SPEC)
-    teacher = Classification.teacher_targets(torch.tensor([[0.0, 1.0]]))
+    batch = Batch(torch.tensor([0]), teacher_rows=torch.tensor([[0.0, 1.0]]))
+    gold, teacher = CLASSIFICATION.gold_targets(batch, SPEC), CLASSIFICATION.teacher_targets(batch)
     target = blend(gold, teacher, weight)
     assert target[0].tolist() == pytest.approx(expected, abs=1e-4)
     assert target.sum().item() == pytest.approx(1.0)
@@ -39,13 +41,6 @@ def test_classification_blend_of_one_hot_gold_and_teacher_softmax(weight, expect
 
 @pytest.mark.parametrize(("weight", "expected"), [(0.0, 0.2), (0.5, 0.5), (1.0, 0.8)])
 def test_regression_blend_of_gold_value_and_teacher_value(weight, expected):
-    gold = Regression.gold_targets(torch.tensor([0.8]), TaskSpec(type="regression"))
-    teacher = Regression.teacher_targets(torch.tensor([[0.2]]))
+    batch = Batch(torch.tensor([0.8]), teacher_rows=torch.tensor([[0.2]]))
+    gold, teacher = REGRESSION.gold_targets(batch, TaskSpec(type="regression")), REGRESSION.teacher_targets(batch)
     assert blend(gold, teacher, weight).tolist() == pytest.approx([expected])
-
-
-def test_soft_cross_entropy_equals_hard_cross_entropy_on_one_hot_targets():
-    logits = torch.tensor([[2.0, -1.0], [0.5, 0.5]])
-    labels = torch.tensor([0, 1])
-    soft = Classification.loss(logits, Classification.gold_targets(labels, SPEC))
-    assert soft.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())

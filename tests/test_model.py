@@ -12,7 +12,7 @@ def test_layer_depth_counts_down_from_the_top_layer():
     assert layer_depth("encoder.encoder.layer.11.attention.self.query.weight", 12) == 0
     assert layer_depth("encoder.encoder.layer.0.output.dense.weight", 12) == 11
     assert layer_depth("encoder.embeddings.word_embeddings.weight", 12) == 12
-    assert layer_depth("heads.rte.weight", 12) == 0
+    assert layer_depth("heads.rte.linear.weight", 12) == 0
 
 
 def test_layerwise_decay_groups_and_learning_rates(tiny_model):
@@ -23,7 +23,7 @@ def test_layerwise_decay_groups_and_learning_rates(tiny_model):
     decay_of = {id(parameter): group["weight_decay"] for group in groups for parameter in group["params"]}
     named = dict(model.named_parameters())
     # Two layers: top layer (1) and heads at lr, layer 0 at lr*0.5, embeddings at lr*0.25.
-    assert rate_of[id(named["heads.rte.weight"])] == pytest.approx(1e-3)
+    assert rate_of[id(named["heads.rte.linear.weight"])] == pytest.approx(1e-3)
     assert rate_of[id(named["encoder.encoder.layer.1.attention.self.query.weight"])] == pytest.approx(1e-3)
     assert rate_of[id(named["encoder.encoder.layer.0.attention.self.query.weight"])] == pytest.approx(5e-4)
     assert rate_of[id(named["encoder.embeddings.word_embeddings.weight"])] == pytest.approx(2.5e-4)
@@ -37,7 +37,7 @@ def test_layerwise_decay_groups_and_learning_rates(tiny_model):
 def test_heads_have_one_output_per_label_or_one_for_regression(tiny_model):
     tasks = resolve(Recipe(model="m", tasks=("mnli", "stsb")))
     model = MultiTaskModel(load_encoder(str(tiny_model)), tasks)
-    assert model.heads["mnli"].out_features == 3 and model.heads["stsb"].out_features == 1
+    assert model.heads["mnli"].linear.out_features == 3 and model.heads["stsb"].linear.out_features == 1
 
 
 def test_missing_model_path_is_one_clear_error(tmp_path):

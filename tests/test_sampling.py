@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bam.sampling import endless_batches, sampling_weights, task_schedule, total_steps
+from bam.sampling import endless_batches, length_grouped_batches, sampling_weights, task_schedule, total_steps
 
 
 def test_weights_follow_size_to_the_alpha():
@@ -31,3 +31,28 @@ def test_endless_batches_reshuffle_each_epoch():
     epochs = iter([[1, 2], [3]])
     batches = endless_batches(lambda: next(epochs))
     assert [next(batches) for _ in range(3)] == [1, 2, 3]
+
+
+def test_length_grouped_batches_cover_every_example_once_with_similar_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 128, size=1000)
+    batches = length_grouped_batches(lengths, 16, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.mean([lengths[batch].max() - lengths[batch].min() for batch in batches])
+    assert spread < 10  # random batches of 16 would spread by about 110
+    again = length_grouped_batches(lengths, 16, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+def test_smaller_length_groups_give_more_random_batches():
+    lengths = np.random.default_rng(0).integers(5, 128, size=1000)
+    spreads = {}
+    for group_batches in (1, 4, 100):
+        batches = length_grouped_batches(lengths, 16, np.random.default_rng(1), group_batches)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        spreads[group_batches] = np.mean([lengths[batch].max() - lengths[batch].min() for batch in batches])
+    assert spreads[1] > 90 and spreads[4] < spreads[1] / 2 and spreads[100] < 3, spreads
+    # One group holding the whole set cuts the same batches every epoch, whatever the shuffle (lengths all differ here).
+    distinct = np.random.default_rng(2).permutation(1000)
+    epochs = [length_grouped_batches(distinct, 16, np.random.default_rng(seed), 100) for seed in (3, 4)]
+    assert sorted(map(tuple, map(sorted, epochs[0]))) == sorted(map(tuple, map(sorted, epochs[1])))

@@ -14,6 +14,7 @@ from transformers import BertConfig
 import bam.training
 from bam.config import TaskSpec, load_recipe
 from bam.student import distill
+from bam.task_types import Batch
 from bam.tasks import Task, resolve
 from bam.teacher_store import read_predictions
 from bam.teachers import train_teachers
@@ -24,11 +25,11 @@ from conftest import GLUE_FIXTURE, write_recipe
 def test_batch_targets_are_gold_without_a_teacher_and_the_blend_with_one():
     task = Task("toy", TaskSpec(labels=("no", "yes")))
     labels = torch.tensor([1, 0])
-    assert batch_targets(task, labels, None, 0.25).tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    assert batch_targets(task, Batch(labels), 0.25).tolist() == [[0.0, 1.0], [1.0, 0.0]]
     # Teacher logits (0, 0) and (ln 3, 0): softmax (0.5, 0.5) and (0.75, 0.25); gold weight 0.25.
     teacher = torch.tensor([[0.0, 0.0], [float(np.log(3.0)), 0.0]])
     expected = [[0.75 * 0.5, 0.25 + 0.75 * 0.5], [0.25 + 0.75 * 0.75, 0.75 * 0.25]]
-    assert batch_targets(task, labels, teacher, 0.25).tolist() == [pytest.approx(row) for row in expected]
+    assert batch_targets(task, Batch(labels, teacher), 0.25).tolist() == [pytest.approx(row) for row in expected]
 
 
 def test_process_share_splits_the_batch_and_weights_each_part_by_its_size():

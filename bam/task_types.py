@@ -1,0 +1,192 @@
+"""Task types: everything that depends on what kind of answer a task has.
+
+A task type is one class behind the `TaskType` protocol, registered in
+`TASK_TYPES`. It owns the label format (parsing, checking, its dtype), which
+specs and metrics make sense, the head's output size, the training targets
+(gold and teacher), the loss, predictions, what the metrics receive, a
+per-batch KPI for loss weighting, and the unit that batches are made of. No
+other module looks at a task's type name: a new type is a new class here plus
+one line in `TASK_TYPES`.
+
+Targets and losses receive a `Batch` (the gold labels and, when distilling,
+the teacher's rows), so a type that needs more per example (a ranking type's
+group ids) adds a field there instead of another argument everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bam import metrics
+from bam.config import TaskSpec, did_you_mean
+from bam.errors import BamError
+
+CORRELATIONS = frozenset({"pearson", "spearman"})
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What a training step knows about its examples besides the model inputs."""
+
+    labels: torch.Tensor  # gold labels as `parse_label` made them (class index, or a target scaled to [0, 1])
+    teacher_rows: torch.Tensor | None = None  # the cached teacher outputs of the same examples, when distilling
+
+
+class TaskType(Protocol):
+    """The behaviour of one kind of task."""
+
+    name: str
+    label_dtype: str  # the `datasets` dtype of the label column
+    batch_unit: str  # what a batch is made of: "example" (a group of candidates, for ranking)
+
+    def check_spec(self, task_name: str, spec: TaskSpec) -> None:
+        """Refuse a spec this type cannot train, naming the task and field."""
+
+    def parse_label(self, raw: str, spec: TaskSpec, where: str) -> int | float:
+        """A label from a text file, checked; `where` names the file and line."""
+
+    def hub_label(self, value, spec: TaskSpec, where: str) -> int | float:
+        """A label as a hub dataset stores it, checked."""
+
+    def output_size(self, spec: TaskSpec) -> int: ...
+
+    def gold_targets(self, batch: Batch, spec: TaskSpec) -> torch.Tensor: ...
+
+    def teacher_targets(self, batch: Batch) -> torch.Tensor:
+        """Targets from the teacher's rows, in the same space as `gold_targets`, so the two blend."""
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The batch's mean loss (a tensor with a gradient)."""
+
+    def predictions(self, outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+        """What the model answers: a class index, or a value on the task's original scale."""
+
+    def metric_inputs(self, labels: torch.Tensor, outputs: torch.Tensor, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+        """(gold, predicted), as the task's metrics take them."""
+
+    def kpi(self, outputs: torch.Tensor, batch: Batch, spec: TaskSpec) -> float:
+        """How well the batch went, in [0, 1] (higher is better), for loss weightings that need one."""
+
+
+class Classification:
+    """Softmax over the label set; soft targets are probability distributions."""
+
+    name = "classification"
+    label_dtype = "int64"
+    batch_unit = "example"
+
+    def check_spec(self, task_name: str, spec: TaskSpec) -> None:
+        if len(spec.labels) < 2:
+            raise BamError(f"task {task_name!r}: a classification task needs at least two `labels`")
+        fitting = metrics.METRICS.keys() - CORRELATIONS
+        if len(spec.labels) > 2:
+            fitting = fitting - {"f1"}  # binary F1 of the positive class only
+        _check_metrics(task_name, spec, fitting, f"a classification task with {len(spec.labels)} labels")
+
+    def parse_label(self, raw: str, spec: TaskSpec, where: str) -> int:
+        if raw not in spec.labels:
+            raise BamError(f"{where}: label {raw!r} is not one of {', '.join(spec.labels)}")
+        return spec.labels.index(raw)
+
+    def hub_label(self, value, spec: TaskSpec, where: str) -> int:
+        if not isinstance(value, int) or not 0 <= value < len(spec.labels):
+            raise BamError(f"{where}: label {value!r} is not an index into {', '.join(spec.labels)}")
+        return value
+
+    def output_size(self, spec: TaskSpec) -> int:
+        return len(spec.labels)
+
+    def gold_targets(self, batch: Batch, spec: TaskSpec) -> torch.Tensor:
+        return F.one_hot(batch.labels.long(), len(spec.labels)).float()
+
+    def teacher_targets(self, batch: Batch) -> torch.Tensor:
+        return torch.softmax(batch.teacher_rows.float(), dim=-1)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, batch: Batch) -> torch.Tensor:
+        # Cross-entropy against a distribution, which is what the blended target is.
+        return -(targets * torch.log_softmax(outputs.float(), dim=-1)).sum(dim=-1).mean()
+
+    def predictions(self, outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+        return outputs.argmax(dim=-1)
+
+    def metric_inputs(self, labels: torch.Tensor, outputs: torch.Tensor, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+        return labels.numpy(), self.predictions(outputs, spec).numpy()
+
+    def kpi(self, outputs: torch.Tensor, batch: Batch, spec: TaskSpec) -> float:
+        """The batch accuracy against the gold labels."""
+        return (outputs.argmax(dim=-1) == batch.labels.to(outputs.device)).float().mean().item()
+
+
+class Regression:
+    """One output trained with squared error on targets scaled to [0, 1]."""
+
+    name = "regression"
+    label_dtype = "float32"
+    batch_unit = "example"
+
+    def check_spec(self, task_name: str, spec: TaskSpec) -> None:
+        if not -math.inf < spec.label_range[0] < spec.label_range[1] < math.inf:
+            raise BamError(f"task {task_name!r}: `label_range` must be [low, high] with low < high, both finite")
+        _check_metrics(task_name, spec, CORRELATIONS, f"a regression task with {len(spec.labels)} labels")
+
+    def parse_label(self, raw: str, spec: TaskSpec, where: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise BamError(f"{where}: regression label {raw!r} is not a number") from None
+        if not np.isfinite(value):
+            raise BamError(f"{where}: regression label {raw!r} is not a finite number")
+        low, high = spec.label_range
+        if not low <= value <= high:  # the range scales targets to [0, 1]; a label outside it means the declared range is wrong
+            raise BamError(f"{where}: regression label {raw!r} is outside the task's label_range [{low:g}, {high:g}] (set `label_range` in the task)")
+        return (value - low) / (high - low)
+
+    def hub_label(self, value, spec: TaskSpec, where: str) -> float:
+        return self.parse_label(str(value), spec, where)
+
+    def output_size(self, spec: TaskSpec) -> int:
+        return 1
+
+    def gold_targets(self, batch: Batch, spec: TaskSpec) -> torch.Tensor:
+        return batch.labels.float()
+
+    def teacher_targets(self, batch: Batch) -> torch.Tensor:
+        return batch.teacher_rows.float().squeeze(-1)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return F.mse_loss(outputs.float().squeeze(-1), targets)
+
+    def predictions(self, outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+        low, high = spec.label_range
+        return outputs.float().squeeze(-1) * (high - low) + low
+
+    def metric_inputs(self, labels: torch.Tensor, outputs: torch.Tensor, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+        # Both on the task's original scale, as the official scorer sees them.
+        return self.predictions(labels.unsqueeze(-1), spec).numpy(), self.predictions(outputs, spec).numpy()
+
+    def kpi(self, outputs: torch.Tensor, batch: Batch, spec: TaskSpec) -> float:
+        """1 minus the batch's mean absolute error on the [0, 1] target scale (a correlation is unstable on one batch)."""
+        error = (outputs.float().squeeze(-1) - batch.labels.to(outputs.device).float()).abs().mean().item()
+        return max(0.0, 1.0 - error)
+
+
+def _check_metrics(task_name: str, spec: TaskSpec, fitting: frozenset | set, described: str) -> None:
+    for metric in spec.metrics:
+        if metric not in fitting:
+            raise BamError(f"task {task_name!r}: metric {metric!r} does not fit {described}")
+
+
+TASK_TYPES: dict[str, TaskType] = {task_type.name: task_type for task_type in (Classification(), Regression())}
+
+
+def task_type(name: str, task_name: str) -> TaskType:
+    """The registered type called `name`, or one line naming the task and the known types."""
+    if name not in TASK_TYPES:
+        raise BamError(f"task {task_name!r}: unknown type {name!r}{did_you_mean(name, TASK_TYPES)}; known types: {', '.join(TASK_TYPES)}")
+    return TASK_TYPES[name]

@@ -1,0 +1,55 @@
+"""The training log, `train_log.jsonl`: one writer and one reader.
+
+Every run directory and every teacher holds one. The first line names the
+format; then one line per optimizer step:
+
+    {"step": 12, "tasks": {"rte": {"loss": 0.69, "gold_weight": 0.01, "loss_weight": 1.0}}}
+
+`loss` is the task's mean training loss in that step (against the blended
+target), `gold_weight` the lambda of its target, and `loss_weight` the weight
+the loss weighting gave it. A step lists only the tasks it trained.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bam.errors import BamError
+from bam.files import replaced_atomically
+
+FORMAT = "bam-train-log/1"
+
+
+def write_train_log(path: Path, records: list[dict]) -> None:
+    with replaced_atomically(Path(path)) as temporary:
+        with temporary.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"format": FORMAT}) + "\n")
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
+
+
+def read_train_log(path: Path) -> list[dict]:
+    """The step records, after checking the format line and each record's shape."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise BamError(f"{path}: unreadable training log ({error})") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise BamError(f"{path}:{number}: not a JSON line") from None
+        if number == 1:
+            if record != {"format": FORMAT}:
+                raise BamError(f"{path}: not a {FORMAT} file (first line {line[:60]!r})")
+            continue
+        well_formed = isinstance(record, dict) and type(record.get("step")) is int and isinstance(record.get("tasks"), dict)
+        if not well_formed or not all(isinstance(entry, dict) and {"loss", "gold_weight", "loss_weight"} <= entry.keys() for entry in record["tasks"].values()):
+            raise BamError(f"{path}:{number}: a step record needs 'step' and 'tasks' with loss, gold_weight and loss_weight")
+        records.append(record)
+    if not lines:
+        raise BamError(f"{path}: empty training log")
+    return records
