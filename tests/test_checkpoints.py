@@ -24,6 +24,7 @@ from bam.student import distill
 from bam.tasks import resolve
 from bam.teacher_store import read_predictions
 from bam.teachers import train_teachers
+from bam.train_log import read_train_log
 from conftest import GLUE_FIXTURE
 
 # Runs a CLI command, SIGKILLing itself at a chosen batch: argv = when, count, threads, then the CLI arguments.
@@ -105,25 +106,38 @@ def test_killed_teacher_resumes_and_matches(tmp_path, tiny_recipe, when, count, 
     assert not checkpoint_folder(store / "rte").exists()  # removed once the teacher is written
 
 
-def test_killed_student_resumes_and_matches(tmp_path, tiny_recipe):
-    recipe = _recipe(tiny_recipe)
+@pytest.mark.parametrize(
+    ("sampler", "resumed_from", "last_step"),
+    [
+        # 3 tasks x 40 rows x 2 epochs / 8 = 30 steps of one batch: killed at the 14th batch, after the checkpoint of step 12.
+        ("proportional", 12, 30),
+        ("epoch-shuffle", 12, 30),  # 3 x 5 batches per epoch, 2 epochs
+        # 10 steps of three batches: the 14th batch is in step 5, after the checkpoint of step 3.
+        ("all-tasks", 3, 10),
+    ],
+)
+def test_killed_student_resumes_and_matches(tmp_path, tiny_recipe, sampler, resumed_from, last_step):
+    sampler_setting = f'student.step_sampler="{sampler}"'
+    recipe = load_recipe(tiny_recipe, ["checkpoint_every=3", sampler_setting])
     tasks = resolve(recipe, None)
     store = tmp_path / "teachers"
     train_teachers(recipe, tasks, data_dir=GLUE_FIXTURE, store=store)
     uninterrupted = distill(recipe, tasks, data_dir=GLUE_FIXTURE, teacher_store=store, out=tmp_path / "once")
 
     out = tmp_path / "killed"
-    # 3 tasks x 40 rows x 2 epochs / 8 = 30 steps: killed at step 14, after the checkpoint of step 12.
-    _kill("training", 14, "distill", tiny_recipe, "--anneal", "linear", "--teachers", store, "--out", out)
+    _kill("training", 14, "distill", tiny_recipe, "--anneal", "linear", "--teachers", store, "--out", out, "--set", sampler_setting)
     assert not out.exists()
     pretend_training_took(checkpoint_folder(out), EARLIER_SECONDS)
 
     steps = []
     resumed = distill(recipe, tasks, data_dir=GLUE_FIXTURE, teacher_store=store, out=out, progress=lambda report: steps.append(report.step))
     assert EARLIER_SECONDS < json.loads((out / "run.json").read_text())["wall_seconds"] < EARLIER_SECONDS + 600
-    assert steps[0] == 13 and steps[-1] == 30
+    assert steps[0] == resumed_from + 1 and steps[-1] == last_step
     assert resumed == uninterrupted
     assert json.loads((out / "metrics.json").read_text()) == json.loads((tmp_path / "once" / "metrics.json").read_text())
+    # The log carries on from the checkpoint: every step once, the same losses as the uninterrupted run.
+    assert read_train_log(out / "train_log.jsonl") == read_train_log(tmp_path / "once" / "train_log.jsonl")
+    assert [record["step"] for record in read_train_log(out / "train_log.jsonl")] == list(range(1, last_step + 1))
     for once in (tmp_path / "once" / "predictions").iterdir():
         assert torch.equal(read_predictions(out / "predictions" / once.name).outputs, read_predictions(once).outputs)
 

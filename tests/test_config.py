@@ -125,3 +125,17 @@ def test_a_task_named_twice_is_refused(tmp_path):
     path.write_text('model = "m"\ntasks = ["rte", "rte"]\n')
     with pytest.raises(BamError, match="names a task twice"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('student.step_sampler="epoch_shuffle"', r"student.step_sampler = 'epoch_shuffle' is not one of proportional, epoch-shuffle, all-tasks \(did you mean \"epoch-shuffle\"\?\)"),
+        ('teacher.loss_weighting="equals"', r"teacher.loss_weighting = 'equals' is not one of equal \(did you mean \"equal\"\?\)"),
+    ],
+)
+def test_samplers_and_weightings_are_checked_against_their_registries(tmp_path, setting, message):
+    path = tmp_path / "r.toml"
+    path.write_text('model = "m"\ntasks = ["rte"]\n')
+    with pytest.raises(BamError, match=message):
+        load_recipe(path, [setting])

@@ -1,11 +1,22 @@
+import json
 import shutil
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
-from bam.config import Recipe
+from bam.config import Recipe, load_recipe
+from bam.data import load_tokenized
 from bam.errors import BamError
 from bam.model import MultiTaskModel, layer_depth, load_encoder, load_tokenizer, parameter_groups, resolve_model_path
+from bam.student import distill
 from bam.tasks import resolve
+from bam.teacher_store import read_predictions
+from bam.teachers import train_teachers
+from bam.train_log import read_train_log
+from bam.training import predict
+
+from conftest import GLUE_FIXTURE, write_recipe
 
 
 def test_layer_depth_counts_down_from_the_top_layer():
@@ -87,3 +98,83 @@ def test_layerwise_decay_on_an_encoder_without_numbered_layers_is_refused():
     with pytest.raises(BamError, match="no numbered layers found in Flat; set layerwise_lr_decay = 1.0"):
         parameter_groups(model, 1e-3, 0.9, 0.0)
     assert len(parameter_groups(model, 1e-3, 1.0, 0.01)) == 2  # without decay it is fine: weights and biases
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, tiny_model):
+    """A teacher store and a student run directory, trained on two fixture tasks."""
+    folder = tmp_path_factory.mktemp("saved")
+    recipe = load_recipe(write_recipe(folder, tiny_model), ['tasks=["rte", "stsb"]'])
+    tasks = resolve(recipe)
+    train_teachers(recipe, tasks, data_dir=GLUE_FIXTURE, store=folder / "teachers")
+    distill(recipe, tasks, data_dir=GLUE_FIXTURE, teacher_store=folder / "teachers", out=folder / "run")
+    return recipe, folder
+
+
+def _dev_set(recipe, task):
+    return load_tokenized(task, GLUE_FIXTURE, load_tokenizer(recipe.model), recipe.max_length)[0].dev["dev"]
+
+
+@pytest.mark.parametrize("which", ["teacher", "student"])
+def test_a_saved_model_reloads_and_predicts_exactly_as_when_it_was_trained(saved, which):
+    recipe, folder = saved
+    model_folder, stored = {
+        "teacher": (folder / "teachers" / "rte" / "model", folder / "teachers" / "rte" / "dev.safetensors"),
+        "student": (folder / "run" / "model", folder / "run" / "predictions" / "rte.dev.safetensors"),
+    }[which]
+    model = MultiTaskModel.load(model_folder)
+    assert model.max_length == recipe.max_length and model.pooling == recipe.pooling
+    task = model.tasks["rte"]
+    assert task.spec == resolve(recipe, "rte")[0].spec
+    tokenizer = load_tokenizer(str(model_folder / "encoder"))
+    outputs = predict(model, task, _dev_set(recipe, task), tokenizer, precision=recipe.precision, batch_size=recipe.eval_batch_size)
+    assert torch.equal(outputs, read_predictions(stored).outputs)
+
+
+def test_heads_json_describes_every_head(saved):
+    _, folder = saved
+    layout = json.loads((folder / "run" / "model" / "heads.json").read_text())
+    assert layout["format"] == "bam-model/1" and set(layout["tasks"]) == {"rte", "stsb"}
+    stsb = layout["tasks"]["stsb"]
+    assert stsb["output_size"] == 1 and stsb["spec"]["type"] == "regression" and stsb["spec"]["label_range"] == [0.0, 5.0]
+    assert stsb["spec"]["head"] == "linear" and layout["tasks"]["rte"]["spec"]["labels"] == ["entailment", "not_entailment"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda heads: heads.pop("stsb.linear.bias"), r"missing 'stsb.linear.bias'"),
+        (lambda heads: heads.update({"qqp.linear.bias": torch.zeros(2)}), r"unexpected 'qqp.linear.bias'"),
+        (lambda heads: heads.update({"rte.linear.bias": torch.zeros(5)}), r"head weight 'rte.linear.bias' has shape \(5,\)"),
+    ],
+)
+def test_head_weights_that_do_not_match_heads_json_are_refused(saved, tmp_path, change, message):
+    _, folder = saved
+    copy = tmp_path / "model"
+    shutil.copytree(folder / "run" / "model", copy)
+    heads = load_file(copy / "heads.safetensors")
+    change(heads)
+    save_file(heads, copy / "heads.safetensors")
+    with pytest.raises(BamError, match=message):
+        MultiTaskModel.load(copy)
+
+
+def test_a_folder_that_is_not_a_saved_model_is_named(tmp_path, tiny_model):
+    with pytest.raises(BamError, match="not a saved bam model"):
+        MultiTaskModel.load(tiny_model)
+    (tmp_path / "heads.json").write_text('{"format": "bam-model/9"}')
+    with pytest.raises(BamError, match=r"format 'bam-model/9' is not 'bam-model/1'"):
+        MultiTaskModel.load(tmp_path)
+
+
+def test_every_run_writes_its_training_log(saved):
+    recipe, folder = saved
+    for path in (folder / "teachers" / "rte" / "train_log.jsonl", folder / "teachers" / "stsb" / "train_log.jsonl", folder / "run" / "train_log.jsonl"):
+        records = read_train_log(path)
+        assert [record["step"] for record in records] == list(range(1, len(records) + 1)) and records
+    student = read_train_log(folder / "run" / "train_log.jsonl")
+    assert len(student) == 20  # 2 tasks x 40 rows x 2 epochs / 8
+    first, last = student[0]["tasks"], student[-1]["tasks"]
+    (entry,) = first.values()  # the proportional sampler: one task per step
+    assert entry["gold_weight"] == 0.0 and entry["loss_weight"] == 1.0 and entry["loss"] > 0  # linear annealing starts at lambda 0
+    assert next(iter(last.values()))["gold_weight"] == pytest.approx(19 / 20)

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from bam.sampling import endless_batches, length_grouped_batches, sampling_weights, task_schedule, total_steps
+from bam.config import TrainConfig
+from bam.sampling import SAMPLERS, endless_batches, length_grouped_batches, sampling_weights, task_schedule, total_steps
 
 
 def test_weights_follow_size_to_the_alpha():
@@ -56,3 +57,80 @@ def test_smaller_length_groups_give_more_random_batches():
     distinct = np.random.default_rng(2).permutation(1000)
     epochs = [length_grouped_batches(distinct, 16, np.random.default_rng(seed), 100) for seed in (3, 4)]
     assert sorted(map(tuple, map(sorted, epochs[0]))) == sorted(map(tuple, map(sorted, epochs[1])))
+
+
+def _config(**settings) -> TrainConfig:
+    return TrainConfig(**{"batch_size": 4, "epochs": 2.0, "length_group_batches": 2, **settings})
+
+
+def _lengths(*sizes: int) -> list[np.ndarray]:
+    return [np.arange(size) % 5 + 3 for size in sizes]
+
+
+def test_proportional_plan_is_the_schedule_then_each_tasks_batches_from_one_generator():
+    lengths, config = _lengths(10, 7), _config()
+    plan = SAMPLERS["proportional"].plan(lengths, config, seed=3)
+    # The same draws by hand: the whole schedule first, then each task's epochs as the steps need them.
+    rng = np.random.default_rng(3)
+    schedule = task_schedule([10, 7], config.task_sampling_alpha, total_steps([10, 7], 4, 2.0), rng)
+    batches = [endless_batches(lambda task_lengths=task_lengths: length_grouped_batches(task_lengths, 4, rng, 2)) for task_lengths in lengths]
+    assert len(plan) == len(schedule) == 9  # ceil(2 * 17 / 4)
+    for step, task in zip(plan, schedule):
+        (part_task, indices), = step.parts
+        assert part_task == task and indices.tolist() == next(batches[task]).tolist()
+
+
+def test_epoch_shuffle_visits_every_batch_of_every_task_once_per_epoch():
+    plan = SAMPLERS["epoch-shuffle"].plan(_lengths(10, 7), _config(), seed=0)
+    assert len(plan) == 2 * (3 + 2)  # ceil(10/4) + ceil(7/4) batches per epoch, 2 epochs
+    for epoch in (plan[:5], plan[5:]):
+        seen = {0: [], 1: []}
+        for step in epoch:
+            (task, indices), = step.parts
+            seen[task].extend(indices.tolist())
+        assert sorted(seen[0]) == list(range(10)) and sorted(seen[1]) == list(range(7))
+    tasks_in_order = [step.parts[0][0] for step in plan]
+    assert tasks_in_order != sorted(tasks_in_order)  # the tasks' batches are shuffled together, not one task after the other
+
+
+def test_epoch_shuffle_takes_the_first_part_of_a_fractional_last_epoch():
+    assert len(SAMPLERS["epoch-shuffle"].plan(_lengths(10, 7), _config(epochs=1.5), seed=0)) == 8  # ceil(1.5 * 5)
+
+
+def test_all_tasks_puts_a_batch_of_every_task_in_every_step():
+    plan = SAMPLERS["all-tasks"].plan(_lengths(10, 7, 5), _config(), seed=0)
+    assert len(plan) == 4  # ceil(2 * 22 / (4 * 3)): about as many examples as the other samplers
+    assert all([task for task, _ in step.parts] == [0, 1, 2] for step in plan)
+    first_epoch_of_task_2 = [index for step in plan[:2] for task, indices in step.parts if task == 2 for index in indices.tolist()]
+    assert sorted(first_epoch_of_task_2) == list(range(5))  # 5 rows: batches of 4 and 1, then a new epoch
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_plans_are_a_function_of_the_seed(name):
+    def flat(plan):
+        return [(task, indices.tolist()) for step in plan for task, indices in step.parts]
+
+    lengths = _lengths(10, 7)
+    assert flat(SAMPLERS[name].plan(lengths, _config(), seed=1)) == flat(SAMPLERS[name].plan(lengths, _config(), seed=1))
+    assert flat(SAMPLERS[name].plan(lengths, _config(), seed=1)) != flat(SAMPLERS[name].plan(lengths, _config(), seed=2))
+
+
+def _batches_of(plan, task) -> list[list[int]]:
+    return [indices.tolist() for step in plan for part_task, indices in step.parts if part_task == task]
+
+
+def test_epoch_shuffle_gives_each_task_its_own_generator():
+    """Adding a task leaves the batches of the others as they were; only their place in the shuffled order moves."""
+    two = SAMPLERS["epoch-shuffle"].plan(_lengths(10, 7), _config(), seed=4)
+    three = SAMPLERS["epoch-shuffle"].plan(_lengths(10, 7, 6), _config(), seed=4)
+    # Epochs of 3 + 2 and 3 + 2 + 2 batches; the second epoch shows whether task 2's draws moved the others'.
+    for task in (0, 1):
+        for two_epoch, three_epoch in ((two[:5], three[:7]), (two[5:], three[7:])):
+            assert sorted(_batches_of(three_epoch, task)) == sorted(_batches_of(two_epoch, task))
+
+
+def test_all_tasks_gives_each_task_its_own_generator():
+    two = SAMPLERS["all-tasks"].plan(_lengths(10, 7), _config(), seed=4)
+    three = SAMPLERS["all-tasks"].plan(_lengths(10, 7, 6), _config(), seed=4)
+    shared = min(len(two), len(three))
+    assert _batches_of(three, 0)[:shared] == _batches_of(two, 0)[:shared] and _batches_of(three, 1)[:shared] == _batches_of(two, 1)[:shared]
