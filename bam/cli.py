@@ -83,7 +83,7 @@ def progress_bars():
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  λ {task.fields[gold_weight]:.2f}  {task.fields[rate]:.1f} ex/s"),
+        TextColumn("{task.fields[losses]}  λ {task.fields[gold_weight]:.2f}  {task.fields[rate]:.1f} ex/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
@@ -94,15 +94,14 @@ def progress_bars():
 
             def update(report):
                 if not bars:
-                    bars.append(progress.add_task(description, total=report.total_steps, loss=0.0, gold_weight=1.0, rate=0.0))
-                progress.update(
-                    bars[0], completed=report.step,
-                    loss=report.loss, gold_weight=report.gold_weight, rate=report.examples_per_second,
-                )  # fmt: skip
+                    bars.append(progress.add_task(description, total=report.total_steps, losses="", gold_weight=1.0, rate=0.0))
+                # Each task's running loss (its mean over its last steps), so a task that stops learning shows.
+                losses = "  ".join(f"{name} {loss:.3f}" for name, loss in report.task_losses.items())
+                progress.update(bars[0], completed=report.step, losses=losses, gold_weight=report.gold_weight, rate=report.examples_per_second)
                 # Logs of background runs get a plain line every 5% instead of a live bar.
                 if not console.is_terminal and report.step % max(1, report.total_steps // 20) == 0:
                     console.log(
-                        f"{description}: step {report.step}/{report.total_steps}  loss {report.loss:.4f}  "
+                        f"{description}: step {report.step}/{report.total_steps}  loss {losses}  "
                         f"λ {report.gold_weight:.2f}  {report.examples_per_second:.1f} ex/s"
                     )
 

@@ -33,6 +33,6 @@ def gold_weight(anneal: str, step: int, total_steps: int, teacher_weight: float 
     raise ValueError(f"unknown annealing {anneal!r}; expected one of {ANNEALING}")
 
 
-def blend(gold: torch.Tensor, teacher: torch.Tensor, weight: float) -> torch.Tensor:
-    """`weight * gold + (1 - weight) * teacher`, for one-hot/softmax pairs and values alike."""
-    return weight * gold + (1.0 - weight) * teacher
+def blend(gold: torch.Tensor, teacher: torch.Tensor, gold_weight: float) -> torch.Tensor:
+    """`gold_weight * gold + (1 - gold_weight) * teacher` (lambda is the gold weight), for one-hot/softmax pairs and values alike."""
+    return gold_weight * gold + (1.0 - gold_weight) * teacher

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from bam import metrics
+from bam.conditions import dev_prediction_files
 from bam.config import Recipe, build
 from bam.errors import BamError
 from bam.files import check_writable, read_json, replaced_atomically, write_csv, write_text
@@ -129,13 +130,7 @@ def medians(table: pd.DataFrame) -> pd.DataFrame:
 
 def dev_predictions(sweep: Path, condition: str, seed: int, task: str, splits: tuple[str, ...] = ()) -> Predictions | None:
     """The predictions of one run on its first dev split (the first of `splits` it has), or None where the sweep kept none."""
-    base = sweep / f"seed{seed}" / condition
-    if condition == "single":  # a teacher-store folder: <split>.safetensors, train included
-        folder, prefix = base / task, ""
-    else:  # a run directory: predictions/<task>.<split>.safetensors
-        folder, prefix = (base / task if condition == "single-single" else base) / "predictions", f"{task}."
-    found = {path.name[len(prefix) : -len(".safetensors")]: path for path in folder.glob(f"{prefix}*.safetensors")}
-    found.pop("train", None)
+    found = dev_prediction_files(sweep, condition, seed, task)
     preferred = [split for split in splits if split in found] or sorted(found)
     return read_predictions(found[preferred[0]]) if preferred else None
 

@@ -1,23 +1,10 @@
 """Stage 3, `bam sweep`: every condition for every seed, resumable, in parallel or on Slurm.
 
-The conditions are the BAM paper's:
-
-    single         the single-task teachers (their dev scores are the Single baseline)
-    multi          a multi-task student on gold labels only (anneal = none)
-    bam            Single->Multi: a student distilled from that seed's teachers, linear annealing
-    single-single  born-again single-task: a one-task student taught by its own teacher
-    multi-multi    a multi-task student taught by that seed's `multi` model
-
-A sweep folder holds `sweep.json` (the resolved recipe and data source, which
-a resumed sweep must match), `sweep.lock` (held while a `bam sweep` works in the
+The conditions and the folder layout are data in `bam.conditions`. A sweep
+folder holds `sweep.json` (the resolved recipe and data source, which a
+resumed sweep must match), `sweep.lock` (held while a `bam sweep` works in the
 folder), one folder per run, `results.csv` and, for runs that failed, their
-tracebacks under `errors/`:
-
-    seed<N>/single/<task>/          the teacher store of seed N (one run per task)
-    seed<N>/multi/                  run directory, with teachers/: its own predictions, for multi-multi
-    seed<N>/bam/
-    seed<N>/single-single/<task>/
-    seed<N>/multi-multi/
+tracebacks under `errors/`.
 
 Every run is written atomically (bam.files), so a run is finished exactly when
 its folder exists; re-running the same command skips finished runs and redoes
@@ -39,13 +26,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from bam.conditions import CONDITIONS, finished_marker, run_folder, teacher_store, trained_encoder
 from bam.config import Recipe, load_recipe, parse_override, to_dict
 from bam.data import DataDirectories, as_directories, describe_directories
 from bam.errors import BamError
 from bam.files import check_writable, exclusive, read_json, write_csv, write_json
-
-CONDITIONS = ("single", "multi", "bam", "single-single", "multi-multi")
-PER_TASK = ("single", "single-single")
 
 
 @dataclass(frozen=True)
@@ -61,21 +46,20 @@ class Run:
         return "/".join(part for part in (f"seed{self.seed}", self.condition, self.task) if part)
 
     def folder(self, sweep: Path) -> Path:
-        return sweep / self.name
+        return run_folder(sweep, self.condition, self.seed, self.task)
 
     def is_done(self, sweep: Path) -> bool:
-        marker = "manifest.json" if self.condition == "single" else "metrics.json"
-        return (self.folder(sweep) / marker).is_file()
+        return (self.folder(sweep) / finished_marker(self.condition)).is_file()
 
     def needs(self, tasks: Sequence[str]) -> list[Run]:
-        """The runs whose outputs this one reads."""
-        source = TEACHER_OF.get(self.condition)
-        if source == "single":
-            return [Run("single", self.seed, task) for task in ([self.task] if self.task else tasks)]
-        return [Run(source, self.seed)] if source else []
-
-
-TEACHER_OF = {"bam": "single", "single-single": "single", "multi-multi": "multi"}
+        """The runs whose outputs this one reads: the same seed's runs of the conditions it needs, for its tasks."""
+        needed = []
+        for condition in CONDITIONS[self.condition].needs():
+            if CONDITIONS[condition].per_task:
+                needed.extend(Run(condition, self.seed, task) for task in ([self.task] if self.task else tasks))
+            else:
+                needed.append(Run(condition, self.seed))
+        return needed
 
 
 def plan(tasks: Sequence[str], seeds: Sequence[int], conditions: Sequence[str]) -> list[Run]:
@@ -83,11 +67,16 @@ def plan(tasks: Sequence[str], seeds: Sequence[int], conditions: Sequence[str]) 
     unknown = [condition for condition in conditions if condition not in CONDITIONS]
     if unknown:
         raise BamError(f"unknown condition {unknown[0]!r}; choose from {', '.join(CONDITIONS)}")
-    needed = set(conditions) | {TEACHER_OF[condition] for condition in conditions if condition in TEACHER_OF}
+    needed, queue = set(), list(conditions)
+    while queue:  # what the asked-for conditions need, and what that needs in turn
+        condition = queue.pop()
+        if condition not in needed:
+            needed.add(condition)
+            queue.extend(CONDITIONS[condition].needs())
     runs = []
     for seed in seeds:
-        for condition in (condition for condition in CONDITIONS if condition in needed):
-            tasks_of_run = tasks if condition in PER_TASK else [None]
+        for condition in (name for name in CONDITIONS if name in needed):  # CONDITIONS lists each after what it needs
+            tasks_of_run = tasks if CONDITIONS[condition].per_task else [None]
             runs.extend(Run(condition, seed, task) for task in tasks_of_run)
     return runs
 
@@ -108,21 +97,19 @@ def execute(sweep: str, recipe: dict, run: Run, data_dirs: list[str], threads: i
     quiet_libraries()
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     started = time.perf_counter()
+    condition, sweep, data = CONDITIONS[run.condition], Path(sweep), [Path(data_dir) for data_dir in data_dirs]
     settings = build(Recipe, recipe)
     tasks = resolve(settings, run.task)
-    # What the run records as its recipe: its own seed, and its own task where it trains one.
+    # What the run records as its recipe: its own seed, its own task where it trains one, its own schedule and start.
     settings = dataclasses.replace(settings, seed=run.seed, tasks=tuple(task.name for task in tasks))
-    folder, data = Path(sweep) / run.name, [Path(data_dir) for data_dir in data_dirs]
-    teachers = Path(sweep) / f"seed{run.seed}" / "single"
-    if run.condition == "single":
-        train_teachers(settings, tasks, data_dir=data, store=teachers)
+    if condition.starting_model is not None:
+        settings = dataclasses.replace(settings, model=str(trained_encoder(sweep, condition.starting_model, run.seed, run.task)))
+    if condition.stage == "teachers":
+        train_teachers(settings, tasks, data_dir=data, store=teacher_store(sweep, run.condition, run.seed))
     else:
-        anneal = "none" if run.condition == "multi" else "linear"
-        settings = dataclasses.replace(settings, student=dataclasses.replace(settings.student, anneal=anneal))
-        if run.condition == "multi-multi":
-            teachers = Path(sweep) / f"seed{run.seed}" / "multi" / "teachers"
-        # A `multi` run always stores its own predictions, so multi-multi can be added to a sweep later.
-        distill(settings, tasks, data_dir=data, teacher_store=teachers, out=folder, save_teacher_store=run.condition == "multi")
+        settings = dataclasses.replace(settings, student=dataclasses.replace(settings.student, anneal=condition.anneal))
+        teachers = teacher_store(sweep, condition.teacher, run.seed) if condition.teacher else sweep / "no-teachers"
+        distill(settings, tasks, data_dir=data, teacher_store=teachers, out=run.folder(sweep), save_teacher_store=condition.teaches)
     return time.perf_counter() - started
 
 
@@ -300,15 +287,16 @@ def _run_rows(sweep: Path, run: Run) -> list[dict]:
         return values
 
     base = {"condition": run.condition, "seed": run.seed}
-    about = read("manifest.json" if run.condition == "single" else "run.json")
+    teachers = CONDITIONS[run.condition].stage == "teachers"
+    about = read("manifest.json" if teachers else "run.json")
     facts = {key: about.get(key) for key in RUN_FACTS}  # runs written before `processes` was recorded lack it
-    if run.condition == "single":
+    if teachers:
         return [{**base, "task": run.task, **scores(about.get("dev_metrics"), "manifest.json's dev_metrics"), **facts}]
     results = read("metrics.json")
     if not isinstance(results.get("tasks"), dict) or not _is_number(results.get("average")):
         raise damaged("metrics.json has no 'tasks' table or no 'average'")
     rows = [{**base, "task": task, **scores(values, f"metrics.json's {task}"), **facts} for task, values in results["tasks"].items()]
-    if run.condition not in PER_TASK:
+    if not CONDITIONS[run.condition].per_task:
         rows.append({**base, "task": "average", "score": results["average"], **facts})
     return rows
 
@@ -327,7 +315,8 @@ def collect(sweep: Path, tasks: Sequence[str]) -> pd.DataFrame:
     rows = [row for run in plan(tasks, seeds, CONDITIONS) if run.is_done(sweep) for row in _run_rows(sweep, run)]
     table = pd.DataFrame(rows, columns=["condition", "seed", "task", "score", "wall_seconds"] if not rows else None)
     # The per-task conditions get their average once every task of the seed has finished.
-    for (condition, seed), group in table[table["condition"].isin(PER_TASK)].groupby(["condition", "seed"]):
+    per_task = [name for name, condition in CONDITIONS.items() if condition.per_task]
+    for (condition, seed), group in table[table["condition"].isin(per_task)].groupby(["condition", "seed"]):
         if set(group["task"]) == set(tasks):
             average = {
                 "condition": condition, "seed": seed, "task": "average", "score": group["score"].mean(),

@@ -3,9 +3,12 @@
 import json
 import os
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
+import bam.files
 from bam.errors import BamError
 from bam.files import atomic_directory, check_writable, exclusive, read_json, write_csv, write_json
 
@@ -73,3 +76,11 @@ def test_a_held_lock_refuses_a_second_holder_and_is_free_after(tmp_path):
     with exclusive(lock, "folder x"):
         pass
 
+
+
+def test_the_code_fingerprint_covers_every_module_but_the_reading_and_launching_layers():
+    package = Path(bam.files.__file__).parent
+    covered = {path.name for path in bam.files.numeric_sources()}
+    every = {path.name for path in package.iterdir() if path.suffix in (".py", ".toml")}
+    assert covered == every - {"__init__.py", "cli.py", "sweep.py", "report.py", "statistics.py"}
+    assert {"task_types.py", "heads.py", "sampling.py", "weighting.py", "training.py", "glue_tasks.toml"} <= covered

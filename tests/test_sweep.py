@@ -1,5 +1,6 @@
 """Seed sweeps on the tiny encoder: planning, results table, resume after a kill, parallel and submitit paths."""
 
+import json
 import os
 import shutil
 import signal
@@ -10,6 +11,8 @@ import time
 import pandas as pd
 import pytest
 
+import bam.conditions
+from bam.conditions import Condition
 from bam.errors import BamError
 from bam.files import exclusive
 from bam.hardware import resolve_precision
@@ -151,3 +154,15 @@ def test_submitit_local_executor_runs_the_same_code_path(recipe, tmp_path):
     executor.update_parameters(timeout_min=10)
     jobs = sweep(recipe, tmp_path / "jobs-sweep", seeds=[0], conditions=["multi"], executor=executor, threads=1)
     pd.testing.assert_frame_equal(without_time(jobs), without_time(reference))
+
+
+def test_a_condition_that_starts_from_another_conditions_model_waits_for_it_and_loads_it(recipe, tmp_path, monkeypatch):
+    """Conditions are data: a new one (here MT-DNN-like per-task fine-tuning of the multi model) needs no code."""
+    fine_tune = Condition("fine-tune", "student", starting_model="multi", per_task=True)
+    monkeypatch.setitem(bam.conditions.CONDITIONS, "fine-tune", fine_tune)
+    assert Run("fine-tune", 0, "rte").needs(TASKS) == [Run("multi", 0)]
+    assert plan(TASKS, [0], ["fine-tune"]) == [Run("multi", 0), Run("fine-tune", 0, "rte"), Run("fine-tune", 0, "stsb")]
+    table = sweep(recipe, tmp_path / "sweep", seeds=[0], conditions=["fine-tune"])
+    assert set(table["condition"]) == {"multi", "fine-tune"}
+    config = json.loads((tmp_path / "sweep" / "seed0" / "fine-tune" / "rte" / "config.json").read_text())
+    assert config["model"] == str(tmp_path / "sweep" / "seed0" / "multi" / "model" / "encoder") and config["tasks"] == ["rte"]

@@ -1,0 +1,93 @@
+"""The conditions a sweep compares, as data, and the sweep folder's layout (known here and nowhere else).
+
+A condition says which stage trains it, how its targets anneal, which other
+condition's predictions teach it, which condition's trained encoder it starts
+from, and whether it trains one run per task. The BAM paper's five:
+
+    single         the single-task teachers (their dev scores are the Single baseline)
+    multi          a multi-task student on gold labels only (anneal = none)
+    bam            Single->Multi: a student distilled from that seed's teachers, linear annealing
+    single-single  born-again single-task: a one-task student taught by its own teacher
+    multi-multi    a multi-task student taught by that seed's `multi` model
+
+Layout of a sweep folder, one folder per run:
+
+    seed<N>/single/<task>/          the teacher store of seed N (one run per task)
+    seed<N>/multi/                  run directory, with teachers/: its own predictions, for multi-multi
+    seed<N>/bam/
+    seed<N>/single-single/<task>/
+    seed<N>/multi-multi/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Condition:
+    """How the runs of one condition are trained."""
+
+    name: str
+    stage: Literal["teachers", "student"]  # bam.teachers.train_teachers or bam.student.distill
+    anneal: str = "none"  # the student's teacher annealing
+    teacher: str | None = None  # the condition whose predictions teach it (its teacher store)
+    starting_model: str | None = None  # the condition whose trained encoder it starts from (None: the recipe's model)
+    per_task: bool = False  # one run per task instead of one for all
+    teaches: bool = False  # a student that also stores its own predictions as a teacher store
+
+    def needs(self) -> list[str]:
+        """The conditions whose runs must finish before this one's."""
+        return [name for name in (self.teacher, self.starting_model) if name is not None]
+
+
+CONDITIONS: dict[str, Condition] = {
+    condition.name: condition
+    for condition in (
+        Condition("single", "teachers", per_task=True),
+        # A `multi` run always stores its own predictions, so multi-multi can be added to a sweep later.
+        Condition("multi", "student", teaches=True),
+        Condition("bam", "student", anneal="linear", teacher="single"),
+        Condition("single-single", "student", anneal="linear", teacher="single", per_task=True),
+        Condition("multi-multi", "student", anneal="linear", teacher="multi"),
+    )
+}
+
+
+def run_folder(sweep: Path, condition: str, seed: int, task: str | None = None) -> Path:
+    """The folder one run writes: a teacher-store task folder, or a run directory."""
+    folder = Path(sweep) / f"seed{seed}" / condition
+    return folder / task if task else folder
+
+
+def finished_marker(condition: str) -> str:
+    """The file whose presence says a run finished (both are written last, into a folder renamed into place)."""
+    return "manifest.json" if CONDITIONS[condition].stage == "teachers" else "metrics.json"
+
+
+def teacher_store(sweep: Path, condition: str, seed: int) -> Path:
+    """The teacher store a condition's runs leave: the teachers' store itself, or a teaching student's `teachers/`."""
+    if CONDITIONS[condition].stage == "teachers":
+        return run_folder(sweep, condition, seed)
+    return run_folder(sweep, condition, seed) / "teachers"
+
+
+def trained_encoder(sweep: Path, condition: str, seed: int, task: str | None) -> Path:
+    """Where a run's trained encoder is saved (for a condition that starts from it)."""
+    folder = run_folder(sweep, condition, seed, task if CONDITIONS[condition].per_task else None)
+    return folder / "model" / "encoder"
+
+
+def dev_prediction_files(sweep: Path, condition: str, seed: int, task: str) -> dict[str, Path]:
+    """A run's prediction files on one task's dev splits, by split name (none for a condition bam does not know)."""
+    if condition not in CONDITIONS:  # a results.csv edited by hand
+        return {}
+    if CONDITIONS[condition].stage == "teachers":  # a teacher-store folder: <split>.safetensors, train included
+        folder, prefix = run_folder(sweep, condition, seed, task), ""
+    else:  # a run directory: predictions/<task>.<split>.safetensors
+        folder, prefix = run_folder(sweep, condition, seed, task if CONDITIONS[condition].per_task else None) / "predictions", f"{task}."
+    found = {path.name[len(prefix) : -len(".safetensors")]: path for path in folder.glob(f"{prefix}*.safetensors")}
+    found.pop("train", None)
+    return found
