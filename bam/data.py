@@ -118,7 +118,13 @@ def _column_index(column: int | str, header: list[str] | None, path: Path) -> in
         raise BamError(f"{path}: column {column!r} is named, but the task says the file has no header")
     if column not in header:
         raise BamError(f"{path}: no column named {column!r} in the header ({', '.join(header)})")
+    if header.count(column) > 1:  # either could be meant; reading the first could train on the wrong field
+        positions = [str(index) for index, name in enumerate(header) if name == column]
+        raise BamError(f"{path}: the header names column {column!r} {len(positions)} times (positions {', '.join(positions)}); rename one, or name the column by position")
     return header.index(column)
+
+
+_LONGEST_FIELD = 2**31 - 1  # the largest limit csv accepts on every platform
 
 
 def _rows(path: Path, spec: TaskSpec):
@@ -127,6 +133,9 @@ def _rows(path: Path, spec: TaskSpec):
         # refused line by line, so the error names the line (a decode error would name a buffer offset).
         with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
             reader = csv.reader(_checked_lines(handle, path), delimiter=spec.local.delimiter, quoting=csv.QUOTE_NONE)
+            # Without quoting a field cannot run past its line, so csv's default field limit (131,072 characters)
+            # guards against nothing here and would refuse a long but legitimate text (a document, a long passage).
+            csv.field_size_limit(max(csv.field_size_limit(), _LONGEST_FIELD))
             try:
                 yield from reader
             except csv.Error as error:  # without quoting a row is one line, so the reader's count is the file's

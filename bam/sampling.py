@@ -31,8 +31,13 @@ from bam.config import TrainConfig
 
 
 def sampling_weights(sizes: Sequence[int], alpha: float) -> np.ndarray:
-    """Probability of drawing each task: |D|^alpha, normalised to sum to 1."""
-    powered = np.asarray(sizes, dtype=np.float64) ** alpha
+    """Probability of drawing each task: |D|^alpha, normalised to sum to 1.
+
+    Computed as exp(alpha * (log |D| - log max |D|)), so a large alpha tends to all weight on the largest
+    task instead of overflowing |D|^alpha to inf (and the probabilities to NaN).
+    """
+    logs = np.log(np.asarray(sizes, dtype=np.float64))
+    powered = np.exp(alpha * (logs - logs.max()))
     return powered / powered.sum()
 
 

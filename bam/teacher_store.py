@@ -66,6 +66,8 @@ class Predictions:
 def write_predictions(path: Path, predictions: Predictions) -> str:
     """Save predictions as safetensors through a temporary file and a rename; returns the file's SHA-256."""
     path = Path(path)
+    if not torch.isfinite(predictions.outputs).all():  # a diverged model; its outputs would teach or score as if real
+        raise BamError(f"{path}: the model's outputs hold non-finite values (did training diverge?); not written")
     # A rename, never a rewrite in place: a reader that has the old file
     # mapped keeps its old bytes instead of crashing (SIGBUS) on a truncated file.
     with replaced_atomically(path) as temporary:
@@ -203,7 +205,7 @@ def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerp
         raise BamError(f"{path}: unreadable ({error.strerror or error})") from None
     if sha256 != entry["sha256"]:
         raise BamError(f"{path}: checksum does not match the manifest (corrupted or truncated)")
-    _check_ids(path, train_ids, where)
+    _check_rows(path, train_ids, where)
     # A fresh mapping, untouched: the outputs become resident only as the
     # student reads their rows.
     outputs = read_predictions(path).outputs
@@ -212,10 +214,12 @@ def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerp
     return Teacher(outputs, sha256)
 
 
-def _check_ids(path: Path, train_ids: torch.Tensor, where: str) -> None:
-    # The comparison touches every id; doing it on a mapping of its own, which
+def _check_rows(path: Path, train_ids: torch.Tensor, where: str) -> None:
+    # The comparison touches every row; doing it on a mapping of its own, which
     # is unmapped when this returns, keeps those pages out of the student's
     # resident memory for the whole of training.
-    ids = read_predictions(path).ids
-    if ids.shape != train_ids.shape or not torch.equal(ids, train_ids.to(torch.int64)):
-        raise BamError(f"{where}: teacher example ids do not match the training data ({len(ids)} stored, {len(train_ids)} in the data)")
+    stored = read_predictions(path)
+    if stored.ids.shape != train_ids.shape or not torch.equal(stored.ids, train_ids.to(torch.int64)):
+        raise BamError(f"{where}: teacher example ids do not match the training data ({len(stored.ids)} stored, {len(train_ids)} in the data)")
+    if not torch.isfinite(stored.outputs).all():  # a store written by another tool, or by bam before it checked
+        raise BamError(f"{where}: teacher outputs hold non-finite values (a diverged teacher?); retrain the teacher")

@@ -39,6 +39,7 @@ from bam.checkpoints import Checkpointing, latest_checkpoint, load_checkpoint, s
 from bam.config import TrainConfig
 from bam.data import column
 from bam.distillation import blend, gold_weight
+from bam.errors import BamError
 from bam.files import code_fingerprint
 from bam.hardware import resolve_precision
 from bam.model import MultiTaskModel, parameter_groups
@@ -313,13 +314,27 @@ def _train_step(run: _Training, step: int) -> tuple[dict[str, dict[str, float]],
                 losses[task.name] += loss.item()
                 padded_tokens += int(run.lengths[task.name][part].max()) * len(part)
             weights.update(run.weighting.backward(scaled, processes.backward))
-    processes.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
+    gradient_norm = processes.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
+    _check_finite(losses, float(gradient_norm), step)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.weighting.end_step(dict(losses))
     entry = {name: {"loss": loss, "gold_weight": gold_weight, "loss_weight": weights[name]} for name, loss in losses.items()}
     return entry, (examples, tokens, padded_tokens)
+
+
+def _check_finite(losses: dict[str, float], gradient_norm: float, step: int) -> None:
+    """Stop at the first step whose loss or gradient is not a finite number, before it reaches the weights.
+
+    Training on would only write a model, outputs and metrics of NaN that look like
+    results; the checkpoints from before the divergence are kept.
+    """
+    for name, loss in losses.items():
+        if not math.isfinite(loss):
+            raise BamError(f"task {name!r}, step {step + 1}: the training loss is {loss} (learning rate too high? non-finite teacher outputs?)")
+    if not math.isfinite(gradient_norm):
+        raise BamError(f"step {step + 1}: the gradient norm is {gradient_norm} (learning rate too high?)")
 
 
 def _pass_loss(run: _Training, task: Task, part: np.ndarray, gold_weight: float) -> torch.Tensor:

@@ -200,3 +200,12 @@ def test_tasks_are_found_across_data_directories_given_on_the_command_line_or_in
     result = bam("distill", tiny_recipe, "--tasks", "rte,stsb", "--anneal", "none", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data_dir"] == [str(first), str(second)]
+
+
+def test_a_diverging_run_stops_at_the_step_and_writes_nothing_that_looks_finished(tmp_path):
+    from golden_runs import ENCODER  # committed weights: the divergence comes at the same step every time
+
+    store = tmp_path / "store"
+    result = bam("train-teachers", write_recipe(tmp_path, ENCODER), "--tasks", "stsb", "--set", "teacher.learning_rate=1e6", "--set", "checkpoint_every=2", "--data-dir", GLUE_FIXTURE, "--out", store)
+    assert_one_line_error(result, "task 'stsb', step 3: the training loss is nan (learning rate too high?", leftover=store / "stsb")
+    assert (store / ".stsb.checkpoints" / "step-00000002").is_dir()  # the checkpoint from before the divergence is kept

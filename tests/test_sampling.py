@@ -134,3 +134,9 @@ def test_all_tasks_gives_each_task_its_own_generator():
     three = SAMPLERS["all-tasks"].plan(_lengths(10, 7, 6), _config(), seed=4)
     shared = min(len(two), len(three))
     assert _batches_of(three, 0)[:shared] == _batches_of(two, 0)[:shared] and _batches_of(three, 1)[:shared] == _batches_of(two, 1)[:shared]
+
+
+def test_a_huge_sampling_exponent_picks_the_largest_task_instead_of_overflowing():
+    weights = sampling_weights([100, 60, 100], 1000.0)
+    assert np.isfinite(weights).all() and weights.tolist() == pytest.approx([0.5, 0.0, 0.5])
+    assert sampling_weights([4, 1], 0.5).tolist() == pytest.approx([2 / 3, 1 / 3])  # sqrt: 2 and 1

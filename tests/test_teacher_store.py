@@ -222,3 +222,28 @@ def test_corrupted_or_truncated_copies_of_a_large_store_are_refused(large_store,
         with pytest.raises(BamError) as refused:
             read_teacher(copy, MNLI, torch.arange(MILLION), "synthetic")
         assert str(refused.value) == f"{path}: checksum does not match the manifest (corrupted or truncated)"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_outputs_are_refused_on_write(tmp_path, value):
+    outputs = OUTPUTS.clone()
+    outputs[3, 1] = value
+    with pytest.raises(BamError, match=r"train.safetensors: the model's outputs hold non-finite values"):
+        write_predictions(tmp_path / "train.safetensors", Predictions(IDS, outputs, LABELS))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_with_non_finite_outputs_is_refused_on_read(tmp_path):
+    """A store bam did not write (or wrote before it checked): NaN rows with a checksum that matches."""
+    from safetensors.torch import save_file
+
+    store = store_with_rte(tmp_path)
+    path = store / "rte" / "train.safetensors"
+    outputs = OUTPUTS.clone()
+    outputs[0, 0] = float("nan")
+    save_file({"ids": IDS, "outputs": outputs, "labels": LABELS}, path)
+    manifest = json.loads((store / "rte" / "manifest.json").read_text())
+    manifest["files"]["train"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (store / "rte" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BamError, match=r"task 'rte': teacher outputs hold non-finite values"):
+        read_teacher(store, RTE, IDS, "abc")
