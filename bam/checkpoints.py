@@ -113,6 +113,8 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, weighting: torch.nn
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BamError(f"{path}: a damaged checkpoint ({reason}); delete {path.parent} to start the run over") from None
     about = read_json(path / "checkpoint.json")
+    if [record["step"] for record in log] != list(range(1, about["step"] + 1)):  # the log must carry on where the weights do
+        raise BamError(f"{path}: its training log does not hold steps 1 to {about['step']}; delete {path.parent} to start the run over")
     return Resumed(about["step"], random_states, about.get("seconds", 0.0), log)
 
 

@@ -23,7 +23,7 @@ from bam.config import TaskSpec, build, to_dict
 from bam.errors import BamError
 from bam.files import read_json
 from bam.heads import head_kind
-from bam.tasks import Task
+from bam.tasks import Task, check_spec
 
 PACKAGE_PREFIX = "package:"
 
@@ -127,7 +127,7 @@ class MultiTaskModel(nn.Module):
         """
         folder = Path(folder)
         layout = _read_layout(folder)
-        tasks = [Task(name, build(TaskSpec, entry["spec"], f"{folder / 'heads.json'}: tasks.{name}.spec")) for name, entry in layout["tasks"].items()]
+        tasks = _described_tasks(folder / "heads.json", layout)
         model = cls(load_encoder(str(folder / "encoder")), tasks, layout["pooling"])
         model.max_length = layout["max_length"]
         _load_heads(model, folder / "heads.safetensors")
@@ -150,6 +150,21 @@ def _read_layout(folder: Path) -> dict:
         if not isinstance(entry, dict) or not isinstance(entry.get("spec"), dict):
             raise BamError(f"{path}: 'tasks.{name}' must hold the task's 'spec'")
     return layout
+
+
+def _described_tasks(path: Path, layout: dict) -> list[Task]:
+    """The tasks heads.json describes, each checked as a recipe's task would be, and matching its recorded output size."""
+    tasks = []
+    for name, entry in layout["tasks"].items():
+        try:
+            task = Task(name, build(TaskSpec, entry["spec"], f"tasks.{name}.spec"))
+            check_spec(name, task.spec)
+        except BamError as error:
+            raise BamError(f"{path}: {error}") from None
+        if entry.get("output_size") != task.output_size:
+            raise BamError(f"{path}: task {name!r} records output_size {entry.get('output_size')!r}, its spec gives {task.output_size}")
+        tasks.append(task)
+    return tasks
 
 
 def _load_heads(model: MultiTaskModel, path: Path) -> None:

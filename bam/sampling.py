@@ -12,8 +12,9 @@ plan; a resumed run replays the same plan from the seed. Three samplers:
     all-tasks     one batch of every task in every step (what gradient-based loss
                   weighting needs: all tasks' losses at once)
 
-The new samplers give each task its own random generator, so adding a task
-does not change the batches of the others. `proportional` keeps the single
+The new samplers give each task its own random generator, keyed by the
+task's name, so adding or reordering tasks does not change the batches of the
+others. `proportional` keeps the single
 generator it has always drawn from (schedule first, then each task's epochs
 as they are needed), so its runs keep their numbers.
 """
@@ -21,6 +22,7 @@ as they are needed), so its runs keep their numbers.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -87,43 +89,45 @@ class Step:
 class StepSampler(Protocol):
     name: str
 
-    def plan(self, lengths: Sequence[np.ndarray], config: TrainConfig, seed: int) -> list[Step]:
-        """Every step of the run, from each task's example lengths; the same seed gives the same plan."""
+    def plan(self, lengths: dict[str, np.ndarray], config: TrainConfig, seed: int) -> list[Step]:
+        """Every step of the run, from each task's example lengths (task name -> lengths, in task order); the same seed gives the same plan."""
 
 
 def _task_batches(lengths: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> Iterator[np.ndarray]:
     return endless_batches(lambda: length_grouped_batches(lengths, config.batch_size, rng, config.length_group_batches))
 
 
-def _own_generators(count: int, seed: int) -> list[np.random.Generator]:
-    """One generator per task (and any extra ones asked for), independent of each other and of the task count."""
-    return [np.random.default_rng([seed, index]) for index in range(count)]
+def _own_generator(seed: int, name: str) -> np.random.Generator:
+    """A generator of its own for one task (or another named purpose), the same whatever the other tasks are."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
 
 
 class Proportional:
     name = "proportional"
 
-    def plan(self, lengths: Sequence[np.ndarray], config: TrainConfig, seed: int) -> list[Step]:
+    def plan(self, lengths: dict[str, np.ndarray], config: TrainConfig, seed: int) -> list[Step]:
         rng = np.random.default_rng(seed)
-        sizes = [len(task_lengths) for task_lengths in lengths]
+        sizes = [len(task_lengths) for task_lengths in lengths.values()]
         steps = total_steps(sizes, config.batch_size, config.epochs)
         schedule = task_schedule(sizes, config.task_sampling_alpha, steps, rng)
-        batches = [_task_batches(task_lengths, config, rng) for task_lengths in lengths]
+        batches = [_task_batches(task_lengths, config, rng) for task_lengths in lengths.values()]
         return [Step(((int(task), next(batches[task])),)) for task in schedule]
 
 
 class EpochShuffle:
     name = "epoch-shuffle"
 
-    def plan(self, lengths: Sequence[np.ndarray], config: TrainConfig, seed: int) -> list[Step]:
-        *task_generators, order_generator = _own_generators(len(lengths) + 1, seed)
+    def plan(self, lengths: dict[str, np.ndarray], config: TrainConfig, seed: int) -> list[Step]:
+        task_generators = [_own_generator(seed, name) for name in lengths]
+        # Keyed apart from every task name: a task's name is never empty.
+        order_generator = _own_generator(seed, "")
         plan: list[Step] = []
-        per_epoch = sum(math.ceil(len(task_lengths) / config.batch_size) for task_lengths in lengths)
+        per_epoch = sum(math.ceil(len(task_lengths) / config.batch_size) for task_lengths in lengths.values())
         steps = max(1, math.ceil(config.epochs * per_epoch))  # a fractional last epoch takes the first part of its order
         while len(plan) < steps:
             epoch = [
                 Step(((task, batch),))
-                for task, task_lengths in enumerate(lengths)
+                for task, task_lengths in enumerate(lengths.values())
                 for batch in length_grouped_batches(task_lengths, config.batch_size, task_generators[task], config.length_group_batches)
             ]
             plan.extend(epoch[index] for index in order_generator.permutation(len(epoch)))
@@ -133,10 +137,10 @@ class EpochShuffle:
 class AllTasks:
     name = "all-tasks"
 
-    def plan(self, lengths: Sequence[np.ndarray], config: TrainConfig, seed: int) -> list[Step]:
+    def plan(self, lengths: dict[str, np.ndarray], config: TrainConfig, seed: int) -> list[Step]:
         # As many examples over the run as the other samplers: each step holds one batch of every task.
-        steps = total_steps([len(task_lengths) for task_lengths in lengths], config.batch_size * len(lengths), config.epochs)
-        batches = [_task_batches(task_lengths, config, generator) for task_lengths, generator in zip(lengths, _own_generators(len(lengths), seed))]
+        steps = total_steps([len(task_lengths) for task_lengths in lengths.values()], config.batch_size * len(lengths), config.epochs)
+        batches = [_task_batches(task_lengths, config, _own_generator(seed, name)) for name, task_lengths in lengths.items()]
         return [Step(tuple((task, next(task_batches)) for task, task_batches in enumerate(batches))) for _ in range(steps)]
 
 

@@ -23,11 +23,13 @@ touches their rows.
 from __future__ import annotations
 
 import hashlib
+import json
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -218,8 +220,26 @@ def _check_rows(path: Path, train_ids: torch.Tensor, where: str) -> None:
     # The comparison touches every row; doing it on a mapping of its own, which
     # is unmapped when this returns, keeps those pages out of the student's
     # resident memory for the whole of training.
-    stored = read_predictions(path)
-    if stored.ids.shape != train_ids.shape or not torch.equal(stored.ids, train_ids.to(torch.int64)):
-        raise BamError(f"{where}: teacher example ids do not match the training data ({len(stored.ids)} stored, {len(train_ids)} in the data)")
-    if not torch.isfinite(stored.outputs).all():  # a store written by another tool, or by bam before it checked
+    ids = read_predictions(path).ids
+    if ids.shape != train_ids.shape or not torch.equal(ids, train_ids.to(torch.int64)):
+        raise BamError(f"{where}: teacher example ids do not match the training data ({len(ids)} stored, {len(train_ids)} in the data)")
+    if not _outputs_are_finite(path):  # a store written by another tool, or by bam before it checked
         raise BamError(f"{where}: teacher outputs hold non-finite values (a diverged teacher?); retrain the teacher")
+
+
+def _outputs_are_finite(path: Path, chunk_bytes: int = 1 << 20) -> bool:
+    """Whether every float32 of the file's `outputs` is finite, read through a small buffer (never mapped or held whole).
+
+    read_predictions has already checked the file's layout, so the header can be trusted here.
+    """
+    with path.open("rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        start, end = json.loads(handle.read(header_size))["outputs"]["data_offsets"]
+        handle.seek(8 + header_size + start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = handle.read(min(chunk_bytes, remaining))
+            if not np.isfinite(np.frombuffer(chunk, dtype="<f4")).all():
+                return False
+            remaining -= len(chunk)
+    return True

@@ -1,12 +1,14 @@
 """The training log, `train_log.jsonl`: one writer and one reader.
 
-Every run directory and every teacher holds one. The first line names the
-format; then one line per optimizer step:
+Every run directory and every teacher that `bam train-teachers` trained holds
+one (a student's predictions stored as a teacher store do not: its log is in
+its run directory). The first line names the format; then one line per
+optimizer step:
 
     {"step": 12, "tasks": {"rte": {"loss": 0.69, "gold_weight": 0.01, "loss_weight": 1.0}}}
 
 `loss` is the task's mean training loss in that step (against the blended
-target), `gold_weight` the lambda of its target, and `loss_weight` the weight
+target; with several processes, over the main process's share of the batch), `gold_weight` the lambda of its target, and `loss_weight` the weight
 the loss weighting gave it. A step lists only the tasks it trained.
 """
 

@@ -95,7 +95,7 @@ def accelerator():
     """This process's `accelerate.Accelerator`: its device, and DDP when launched as several processes."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
-    # Each step trains one task's head, so the other heads get no gradient: DDP must expect that.
+    # A step trains some tasks' heads, so the other heads get no gradient: DDP must expect that.
     unused_heads = DistributedDataParallelKwargs(find_unused_parameters=True)
     # Without cpu=True accelerate ignores a multi-process launch on a machine without GPUs, and
     # every process would train alone on all the data.
@@ -233,7 +233,7 @@ def fit(
     teaching: Teaching | None = None,
     progress: ProgressCallback | None = None,
     checkpointing: Checkpointing | None = None,
-    max_tokens_per_pass: int = 4096,
+    max_tokens_per_pass: int = 1 << 62,
 ) -> FitResult:
     """Train `model` in place on the tasks' training sets: setup, then one `_train_step` per step of the sampler's plan.
 
@@ -271,7 +271,11 @@ def _setup(model, tasks, train_sets, tokenizer, config: TrainConfig, precision, 
     """The plan of every step, the optimizer with its schedule, and the loss weighting."""
     model.to(device()).train()
     lengths = {task.name: column(train_sets[task.name], "length") for task in tasks}
-    plan = SAMPLERS[config.step_sampler].plan([lengths[task.name] for task in tasks], config, seed)
+    plan = SAMPLERS[config.step_sampler].plan({task.name: lengths[task.name] for task in tasks}, config, seed)
+    if accelerator().num_processes > 1 and any(len(step.parts) > 1 for step in plan):
+        # DDP marks a parameter unused from the last forward before a backward; two tasks' forwards before one
+        # backward would make it see the first task's head twice, and fail.
+        raise BamError(f"step_sampler {config.step_sampler!r} trains several tasks per step, which bam cannot yet split over processes; run it in one process")
     weighting = build_weighting(config.loss_weighting, [task.name for task in tasks]).to(device())
     groups = parameter_groups(model, config.learning_rate, config.layerwise_lr_decay, config.weight_decay)
     if learnable := [parameter for parameter in weighting.parameters() if parameter.requires_grad]:

@@ -6,8 +6,10 @@ the backward pass, and returns the weight it gave each task, which the
 training log records. Methods that need gradients rather than losses
 (GradNorm, MGDA) override `backward` itself. A weighting is an `nn.Module`:
 learnable state (uncertainty weighting's log-variances) is a parameter the
-optimizer trains in its own group, and all of its state is checkpointed and
-restored with the model.
+optimizer trains in its own group, and its parameters and buffers (keep all
+state there, not in plain attributes) are checkpointed and restored with the
+model. With several processes each process's weighting sees its own share of
+the batch; a learnable weighting would have to average its gradients itself.
 
 Only `equal` exists so far: every task's loss counts once, the sum is
 backpropagated (the BAM and MT-DNN papers' choice, and the numbers bam has
@@ -36,7 +38,7 @@ class LossWeighting(nn.Module):
 
     def __init__(self, task_names: Sequence[str]):
         super().__init__()
-        self.task_names = list(task_names)
+        self.task_names = list(task_names)  # the tasks of the run, for weightings that keep per-task state
 
     def weights(self, task_names: Sequence[str]) -> dict[str, float | torch.Tensor]:
         """Each task's weight for this step (a tensor where it is learnable)."""
@@ -58,12 +60,7 @@ class Equal(LossWeighting):
     name = "equal"
 
     def weights(self, task_names: Sequence[str]) -> dict[str, float]:
-        return dict.fromkeys(task_names, 1.0)
-
-    def backward(self, losses: dict[str, torch.Tensor], backward: Backward) -> dict[str, float]:
-        # The plain sum, not 1.0 * loss: multiplying by one is exact, but the sum is what bam always backpropagated.
-        backward(functools.reduce(operator.add, losses.values()))
-        return dict.fromkeys(losses, 1.0)
+        return dict.fromkeys(task_names, 1.0)  # multiplying by one is exact: the numbers of a plain sum
 
 
 WEIGHTINGS: dict[str, type[LossWeighting]] = {weighting.name: weighting for weighting in (Equal,)}

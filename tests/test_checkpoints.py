@@ -179,8 +179,23 @@ def _saved(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     checkpointing = Checkpointing(tmp_path / "checkpoints", every=1, key="k")
-    save_checkpoint(checkpointing, 4, model, optimizer, scheduler, [{"cpu": torch.get_rng_state()}])
+    log = [{"step": step, "tasks": {"rte": {"loss": 0.5, "gold_weight": 1.0, "loss_weight": 1.0}}} for step in range(1, 5)]
+    save_checkpoint(checkpointing, 4, model, optimizer, scheduler, [{"cpu": torch.get_rng_state()}], log=log)
     return checkpointing, model, optimizer, scheduler
+
+
+def test_a_checkpoint_gives_back_its_step_log_and_seconds(tmp_path):
+    checkpointing, model, optimizer, scheduler = _saved(tmp_path)
+    resumed = load_checkpoint(latest_checkpoint(checkpointing), model, optimizer, scheduler)
+    assert resumed.step == 4 and [record["step"] for record in resumed.log] == [1, 2, 3, 4] and resumed.seconds == 0.0
+
+
+def test_a_checkpoint_whose_log_does_not_reach_its_step_is_refused(tmp_path):
+    checkpointing, model, optimizer, scheduler = _saved(tmp_path)
+    path = checkpointing.folder / "step-00000004" / "train_log.jsonl"
+    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")  # the record of step 4 lost
+    with pytest.raises(BamError, match=r"step-00000004: its training log does not hold steps 1 to 4"):
+        load_checkpoint(latest_checkpoint(checkpointing), model, optimizer, scheduler)
 
 
 @pytest.mark.parametrize("about", [[1, 2], {"key": "k", "step": "4"}, {"key": "k"}, {"key": "k", "step": 4, "seconds": None}])
@@ -190,7 +205,10 @@ def test_a_checkpoint_json_of_the_wrong_shape_is_not_resumed(tmp_path, about):
     assert latest_checkpoint(checkpointing) is None
 
 
-@pytest.mark.parametrize(("name", "content"), [("state.pt", b""), ("state.pt", b"garbage"), ("model.safetensors", b"garbage"), ("state.pt", None)])
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("state.pt", b""), ("state.pt", b"garbage"), ("model.safetensors", b"garbage"), ("state.pt", None), ("train_log.jsonl", None), ("train_log.jsonl", b"{}")],
+)
 def test_a_damaged_checkpoint_file_is_one_clear_error(tmp_path, name, content):
     checkpointing, model, optimizer, scheduler = _saved(tmp_path)
     path = checkpointing.folder / "step-00000004" / name

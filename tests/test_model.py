@@ -178,3 +178,23 @@ def test_every_run_writes_its_training_log(saved):
     (entry,) = first.values()  # the proportional sampler: one task per step
     assert entry["gold_weight"] == 0.0 and entry["loss_weight"] == 1.0 and entry["loss"] > 0  # linear annealing starts at lambda 0
     assert next(iter(last.values()))["gold_weight"] == pytest.approx(19 / 20)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda layout: layout["tasks"]["rte"].update(output_size=99), r"task 'rte' records output_size 99, its spec gives 2"),
+        (lambda layout: layout["tasks"]["rte"]["spec"].update(head_options={"hidden": 7}), r"the linear head takes no `head_options`"),
+        (lambda layout: layout["tasks"]["rte"]["spec"].update(colour="red"), r"heads.json: unknown key 'tasks.rte.spec.colour'"),
+        (lambda layout: layout["tasks"].update({"a.b": layout["tasks"].pop("rte")}), r"task 'a.b': a task name is letters"),
+    ],
+)
+def test_a_heads_json_that_describes_impossible_heads_is_refused(saved, tmp_path, change, message):
+    _, folder = saved
+    copy = tmp_path / "model"
+    shutil.copytree(folder / "run" / "model", copy)
+    layout = json.loads((copy / "heads.json").read_text())
+    change(layout)
+    (copy / "heads.json").write_text(json.dumps(layout))
+    with pytest.raises(BamError, match=message):
+        MultiTaskModel.load(copy)

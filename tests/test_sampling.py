@@ -63,8 +63,8 @@ def _config(**settings) -> TrainConfig:
     return TrainConfig(**{"batch_size": 4, "epochs": 2.0, "length_group_batches": 2, **settings})
 
 
-def _lengths(*sizes: int) -> list[np.ndarray]:
-    return [np.arange(size) % 5 + 3 for size in sizes]
+def _lengths(*sizes: int) -> dict[str, np.ndarray]:
+    return {f"task{index}": np.arange(size) % 5 + 3 for index, size in enumerate(sizes)}
 
 
 def test_proportional_plan_is_the_schedule_then_each_tasks_batches_from_one_generator():
@@ -73,7 +73,7 @@ def test_proportional_plan_is_the_schedule_then_each_tasks_batches_from_one_gene
     # The same draws by hand: the whole schedule first, then each task's epochs as the steps need them.
     rng = np.random.default_rng(3)
     schedule = task_schedule([10, 7], config.task_sampling_alpha, total_steps([10, 7], 4, 2.0), rng)
-    batches = [endless_batches(lambda task_lengths=task_lengths: length_grouped_batches(task_lengths, 4, rng, 2)) for task_lengths in lengths]
+    batches = [endless_batches(lambda task_lengths=task_lengths: length_grouped_batches(task_lengths, 4, rng, 2)) for task_lengths in lengths.values()]
     assert len(plan) == len(schedule) == 9  # ceil(2 * 17 / 4)
     for step, task in zip(plan, schedule):
         (part_task, indices), = step.parts
@@ -140,3 +140,12 @@ def test_a_huge_sampling_exponent_picks_the_largest_task_instead_of_overflowing(
     weights = sampling_weights([100, 60, 100], 1000.0)
     assert np.isfinite(weights).all() and weights.tolist() == pytest.approx([0.5, 0.0, 0.5])
     assert sampling_weights([4, 1], 0.5).tolist() == pytest.approx([2 / 3, 1 / 3])  # sqrt: 2 and 1
+
+
+def test_a_task_keeps_its_batches_when_another_is_put_before_it():
+    b = {"b": np.arange(7) % 5 + 3}
+    alone, behind = (SAMPLERS["epoch-shuffle"].plan(lengths, _config(), seed=4) for lengths in (b, {"a": np.arange(10) % 5 + 3, **b}))
+    assert sorted(_batches_of(behind[:5], 1)) == sorted(_batches_of(alone[:2], 0))  # the first epoch: 3 + 2 and 2 batches
+    alone, behind = (SAMPLERS["all-tasks"].plan(lengths, _config(), seed=4) for lengths in (b, {"a": np.arange(10) % 5 + 3, **b}))
+    shared = min(len(alone), len(behind))
+    assert _batches_of(behind, 1)[:shared] == _batches_of(alone, 0)[:shared]
