@@ -282,10 +282,13 @@ def report_command(sweeps, target, baseline, out, samples):
     compared by naming conditions after their folder, e.g.
     bam report sweeps/glue-mini-bf16 sweeps/glue-mini --target glue-mini-bf16/single --baseline glue-mini/single
     """
-    from bam.report import default_folder, report
+    from bam.report import default_folder, missing_runs, report
 
     out = out or default_folder(list(sweeps))
     summary, comparisons = report(list(sweeps), out, target=target, baseline=baseline, samples=samples)
+    for sweep in sweeps:
+        if missing := missing_runs(sweep):
+            console.print(f"[bold red]warning:[/] {sweep}: {len(missing)} run(s) missing, not counted: {', '.join(missing)}")
     table = Table(title=f"Median dev score (IQR) over seeds: {', '.join(map(str, sweeps))}")
     table.add_column("task")
     conditions = list(dict.fromkeys(summary["condition"]))

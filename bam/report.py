@@ -14,7 +14,9 @@ against `glue-mini-bf16/single`.
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from bam.config import Recipe, build
 from bam.errors import BamError
 from bam.files import check_writable, read_json, replaced_atomically, write_csv, write_text
 from bam.statistics import Bootstrap, MannWhitney, SignedRank, mann_whitney, paired_bootstrap, signed_rank, smallest_p, smallest_signed_rank_p, spread
-from bam.sweep import collect
+from bam.sweep import collect, plan
 from bam.tasks import TASK_NAME, Task, resolve
 from bam.teacher_store import Predictions, read_predictions
 
@@ -84,6 +86,7 @@ def load_results(sweep: Path) -> pd.DataFrame:
         raise BamError(f"{sweep}: no results.csv (run `bam sweep` into this folder first)")
     # Read twice: the key columns as the text they are (a task may be called NA), the others as pandas types them.
     # Blank lines are kept (and dropped below) so that a row's index + 2 is its line in the file.
+    _check_complete_rows(path)
     text = _read_csv(path, dtype=str, keep_default_na=False)
     typed = _read_csv(path)
     missing = set(KEY_COLUMNS) - set(text.columns)
@@ -108,6 +111,34 @@ def load_results(sweep: Path) -> pd.DataFrame:
         seconds = pd.to_numeric(typed["wall_seconds"], errors="coerce")
         refuse(typed["wall_seconds"].notna() & ~(seconds >= 0), "wall_seconds", "not a number of seconds")
     return typed.assign(condition=text["condition"], task=text["task"], seed=seeds.astype(int), score=scores)
+
+
+def _check_complete_rows(path: Path) -> None:
+    """Refuse a table cut short: a row with fewer fields than the header (pandas would fill them in as empty), or no final newline."""
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise BamError(f"{path}: not a readable CSV table ({error})") from None
+    rows = list(csv.reader(io.StringIO(content)))
+    for number, row in enumerate(rows[1:], start=2):
+        if row and any(field.strip() for field in row) and len(row) < len(rows[0]):
+            raise BamError(f"{path}: line {number}: {len(row)} fields where the header has {len(rows[0])} (a truncated row?)")
+    if content and not content.endswith("\n"):
+        raise BamError(f"{path}: line {len(rows)}: the file ends in the middle of a line (truncated?)")
+
+
+def missing_runs(sweep: Path) -> list[str]:
+    """The runs a sweep folder should hold but does not: every seed and condition it has run, for every task and needed run.
+
+    Empty for a bare results table, which has no sweep description to plan from.
+    """
+    recipe = _sweep_recipe(sweep)
+    if not recipe:
+        return []
+    tasks = [task.name for task in resolve(recipe)]
+    table = collect(sweep, tasks)
+    seeds, conditions = sorted(set(table["seed"])), list(dict.fromkeys(table["condition"]))
+    return [run.name for run in plan(tasks, seeds, conditions) if not run.is_done(sweep)]
 
 
 def _read_csv(path: Path, **options) -> pd.DataFrame:
@@ -210,9 +241,14 @@ def plot(table: pd.DataFrame, task: str, path: Path) -> None:
     plt.close(figure)
 
 
-def write_markdown(path: Path, name: str, summary: pd.DataFrame, comparisons: list[Comparison], table: pd.DataFrame, samples: int) -> None:
+def write_markdown(
+    path: Path, name: str, summary: pd.DataFrame, comparisons: list[Comparison], table: pd.DataFrame, samples: int, missing: list[str] = ()
+) -> None:  # fmt: skip
     conditions = list(dict.fromkeys(table["condition"]))
-    lines = [f"# Sweep report: {name}", "", "## Dev scores: median (IQR) [n] over seeds", ""]
+    lines = [f"# Sweep report: {name}", ""]
+    if missing:  # first, so that nobody reads the medians without knowing what they leave out
+        lines += [f"**Missing runs:** {len(missing)} run(s) of the seeds and conditions below have no finished folder and are not counted: {', '.join(missing)}.", ""]
+    lines += ["## Dev scores: median (IQR) [n] over seeds", ""]
     lines.append("| task | " + " | ".join(conditions) + " |")
     lines.append("|---|" + "---|" * len(conditions))
     for task in dict.fromkeys(summary["task"]):
@@ -320,5 +356,6 @@ def report(
             plot(table, task, out / f"{task}.png")
     name = " vs ".join(sweep_names(sweeps))
     write_csv(table, out / "results.csv")  # the runs behind the report, one row per run and task
-    write_markdown(out / "report.md", name, summary, comparisons, table, samples)
+    missing = [f"{sweep_name}/{run}" if len(sweeps) > 1 else run for sweep, sweep_name in zip(sweeps, sweep_names(sweeps)) for run in missing_runs(sweep)]
+    write_markdown(out / "report.md", name, summary, comparisons, table, samples, missing)
     return summary, comparisons

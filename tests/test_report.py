@@ -186,3 +186,13 @@ def test_the_bootstrap_reads_the_split_the_task_declares_first(tmp_path):
     declared = dev_predictions(tmp_path, "multi", 0, "toy", ("validation", "dev_extra"))
     assert declared.outputs[0, 0].item() == 1.0
     assert dev_predictions(tmp_path, "multi", 0, "toy").outputs[0, 0].item() == 0.0  # no spec: alphabetical, train never
+
+
+@pytest.mark.parametrize("cut", [3, 7])
+def test_a_results_table_cut_short_is_refused_naming_the_line(sweep, cut):
+    path = sweep / "results.csv"
+    text = path.read_text()
+    last_line = len(text.rstrip("\n").splitlines())
+    path.write_text(text.rstrip("\n")[:-cut])  # the last row loses its end, as a killed copy or a full disk leaves it
+    with pytest.raises(BamError, match=rf"results.csv: line {last_line}: .*(fields where the header has|ends in the middle of a line)"):
+        load_results(sweep)

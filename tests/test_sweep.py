@@ -10,8 +10,10 @@ import time
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 import bam.conditions
+from bam.cli import main
 from bam.conditions import Condition
 from bam.errors import BamError
 from bam.files import exclusive
@@ -166,3 +168,15 @@ def test_a_condition_that_starts_from_another_conditions_model_waits_for_it_and_
     assert set(table["condition"]) == {"multi", "fine-tune"}
     config = json.loads((tmp_path / "sweep" / "seed0" / "fine-tune" / "rte" / "config.json").read_text())
     assert config["model"] == str(tmp_path / "sweep" / "seed0" / "multi" / "model" / "encoder") and config["tasks"] == ["rte"]
+
+
+def test_the_report_names_the_runs_a_sweep_folder_is_missing(recipe, tmp_path):
+    from bam.report import missing_runs
+
+    sweep(recipe, tmp_path / "sweep", conditions=["single", "multi"])
+    shutil.rmtree(tmp_path / "sweep" / "seed1" / "multi")  # deleted by hand, or lost with a disk; seed 1's teachers remain
+    assert missing_runs(tmp_path / "sweep") == ["seed1/multi"]
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "sweep"), "--target", "multi", "--out", str(tmp_path / "analysis")])
+    assert result.exit_code == 0, result.output
+    assert "1 run(s) missing, not counted: seed1/multi" in " ".join(result.output.split())
+    assert "**Missing runs:** 1 run(s)" in (tmp_path / "analysis" / "report.md").read_text()
