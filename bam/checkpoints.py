@@ -67,7 +67,10 @@ def save_checkpoint(
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "random_states": random_states,
             "weighting": weighting.state_dict() if weighting is not None else {},
         }  # fmt: skip
-        torch.save(state, partial / "state.pt")
+        try:
+            torch.save(state, partial / "state.pt")
+        except RuntimeError as error:  # torch reports a failed write (a full disk) as a RuntimeError of its stream writer
+            raise BamError(f"{checkpointing.folder / name}: could not write the checkpoint ({str(error).splitlines()[0]})") from None
         write_train_log(partial / "train_log.jsonl", list(log))
         write_json(partial / "checkpoint.json", {"key": checkpointing.key, "step": step, "seconds": seconds})
     for older in checkpointing.folder.glob("step-*"):

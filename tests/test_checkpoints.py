@@ -29,7 +29,7 @@ from conftest import GLUE_FIXTURE
 
 # Runs a CLI command, SIGKILLing itself at a chosen batch: argv = when, count, threads, then the CLI arguments.
 # when = "training": at the count-th batch of training; "prediction": at the count-th batch of the
-# training-set prediction that follows evaluation.
+# training-set prediction that follows evaluation; "saving": while writing the finished output.
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
@@ -57,6 +57,14 @@ KILLER = textwrap.dedent(
     bam.teachers.predict = predict
     if when == "training":
         bam.training.predict = lambda *args, **kwargs: sys.exit("training should have been killed before prediction")
+    if when == "saving":  # killed inside the output's partial folder, just before the file that marks it finished
+        import bam.student, bam.teacher_store
+        for module in (bam.student, bam.teacher_store):
+            def write_json(path, data, original=module.write_json):
+                if path.name in ("metrics.json", "manifest.json"):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return original(path, data)
+            module.write_json = write_json
     main(arguments)
     """
 )
@@ -81,7 +89,7 @@ def _teacher_outputs(store):
     return read_predictions(store / "rte" / "train.safetensors").outputs.clone()
 
 
-@pytest.mark.parametrize(("when", "count", "resumed_from"), [("training", 5, 3), ("prediction", 2, None)])
+@pytest.mark.parametrize(("when", "count", "resumed_from"), [("training", 5, 3), ("prediction", 2, None), ("saving", 0, None)])
 def test_killed_teacher_resumes_and_matches(tmp_path, tiny_recipe, when, count, resumed_from):
     recipe = _recipe(tiny_recipe)
     tasks = resolve(recipe, "rte")
@@ -215,3 +223,37 @@ def test_a_damaged_checkpoint_file_is_one_clear_error(tmp_path, name, content):
     path.unlink() if content is None else path.write_bytes(content)
     with pytest.raises(BamError, match=r"step-00000004: a damaged checkpoint \(.+\); delete .*checkpoints to start the run over"):
         load_checkpoint(latest_checkpoint(checkpointing), model, optimizer, scheduler)
+
+
+def test_a_student_killed_while_saving_resumes_to_the_same_run(tmp_path, tiny_recipe):
+    recipe = _recipe(tiny_recipe)
+    tasks = resolve(recipe, None)
+    store = tmp_path / "teachers"
+    train_teachers(recipe, tasks, data_dir=GLUE_FIXTURE, store=store)
+    uninterrupted = distill(recipe, tasks, data_dir=GLUE_FIXTURE, teacher_store=store, out=tmp_path / "once")
+
+    out = tmp_path / "killed"
+    _kill("saving", 0, "distill", tiny_recipe, "--anneal", "linear", "--teachers", store, "--out", out)
+    assert not out.exists() and (tmp_path / ".killed.partial").is_dir()  # a hidden scratch folder, never read as a run
+    steps = []
+    resumed = distill(recipe, tasks, data_dir=GLUE_FIXTURE, teacher_store=store, out=out, progress=lambda report: steps.append(report.step))
+    assert steps == [] and resumed == uninterrupted  # training had finished: its last checkpoint is resumed
+    assert read_train_log(out / "train_log.jsonl") == read_train_log(tmp_path / "once" / "train_log.jsonl")
+    for once in (tmp_path / "once" / "predictions").iterdir():
+        assert torch.equal(read_predictions(out / "predictions" / once.name).outputs, read_predictions(once).outputs)
+    assert not (tmp_path / ".killed.partial").exists()
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_checkpoint(tmp_path, monkeypatch):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    checkpointing = Checkpointing(tmp_path / "checkpoints", every=1, key="k")
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(BamError, match=r"step-00000004: could not write the checkpoint \(.*PytorchStreamWriter failed writing file"):
+        save_checkpoint(checkpointing, 4, model, optimizer, scheduler, [{"cpu": torch.get_rng_state()}])
+    assert latest_checkpoint(checkpointing) is None and list(checkpointing.folder.iterdir()) == []
