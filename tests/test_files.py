@@ -46,7 +46,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
                 handle.write("task,sc")  # cut off, as by a full disk
             raise OSError("no space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(BamError, match=r"results.csv: could not write \(no space left on device\)"):
         write_csv(Unwritable(), path)
     assert path.read_text() == before and sorted(os.listdir(tmp_path)) == ["results.csv"]
 

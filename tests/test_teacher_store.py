@@ -247,3 +247,11 @@ def test_a_store_with_non_finite_outputs_is_refused_on_read(tmp_path):
     (store / "rte" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BamError, match=r"task 'rte': teacher outputs hold non-finite values"):
         read_teacher(store, RTE, IDS, "abc")
+
+
+def test_prediction_files_of_another_dtype_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"ids": IDS, "outputs": OUTPUTS.half(), "labels": LABELS}, tmp_path / "train.safetensors")
+    with pytest.raises(BamError, match=r"train.safetensors: outputs are torch.float16, a teacher store holds float32"):
+        read_predictions(tmp_path / "train.safetensors")
