@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from bam.errors import BamError
+from bam.errors import BamError, first_line
 from bam.files import atomic_directory, read_json, write_json
 from bam.train_log import read_train_log, write_train_log
 
@@ -70,7 +70,7 @@ def save_checkpoint(
         try:
             torch.save(state, partial / "state.pt")
         except RuntimeError as error:  # torch reports a failed write (a full disk) as a RuntimeError of its stream writer
-            raise BamError(f"{checkpointing.folder / name}: could not write the checkpoint ({(str(error).splitlines() or [type(error).__name__])[0]})") from None
+            raise BamError(f"{checkpointing.folder / name}: could not write the checkpoint ({first_line(error)})") from None
         write_train_log(partial / "train_log.jsonl", list(log))
         write_json(partial / "checkpoint.json", {"key": checkpointing.key, "step": step, "seconds": seconds})
     for older in checkpointing.folder.glob("step-*"):
@@ -113,8 +113,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, weighting: torch.nn
         random_states = state["random_states"]
         log = read_train_log(path / "train_log.jsonl")
     except Exception as error:  # torch and safetensors raise many types for a damaged file; all mean the same here
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BamError(f"{path}: a damaged checkpoint ({reason}); delete {path.parent} to start the run over") from None
+        raise BamError(f"{path}: a damaged checkpoint ({first_line(error)}); delete {path.parent} to start the run over") from None
     about = read_json(path / "checkpoint.json")
     if [record["step"] for record in log] != list(range(1, about["step"] + 1)):  # the log must carry on where the weights do
         raise BamError(f"{path}: its training log does not hold steps 1 to {about['step']}; delete {path.parent} to start the run over")

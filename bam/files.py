@@ -19,7 +19,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
-from bam.errors import BamError
+from bam.errors import BamError, first_line
 
 
 def check_writable(final: Path) -> None:
@@ -49,7 +49,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         raise BamError(f"{final}: could not write {error.filename or 'its files'} ({error.strerror or error})") from None
     except SafetensorError as error:  # safetensors reports the same failures as its own error type
         _remove(partial)
-        raise BamError(f"{final}: could not write its weights ({(str(error).splitlines() or [type(error).__name__])[0]})") from None
+        raise BamError(f"{final}: could not write its weights ({first_line(error)})") from None
     except BaseException:
         _remove(partial)
         raise
@@ -106,6 +106,15 @@ def read_json(path: Path):
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BamError(f"{path}: not valid JSON ({error})") from None
+
+
+def read_format(path: Path, expected: str) -> dict:
+    """A JSON object whose `format` entry is `expected` (a versioned bam file), or one line naming the file and what it holds."""
+    content = read_json(path)
+    if not isinstance(content, dict) or content.get("format") != expected:
+        found = content.get("format") if isinstance(content, dict) else type(content).__name__
+        raise BamError(f"{path}: format {found!r} is not {expected!r}")
+    return content
 
 
 @contextlib.contextmanager

@@ -22,8 +22,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from bam.config import TaskSpec, build, to_dict
-from bam.errors import BamError
-from bam.files import read_json
+from bam.errors import BamError, first_line
+from bam.files import read_format
 from bam.heads import head_kind
 from bam.tasks import Task, check_spec
 
@@ -88,7 +88,7 @@ def _load(loader, model: str, **options):
     try:
         return loader.from_pretrained(path, trust_remote_code=False, **options)
     except Exception as error:  # transformers raises many types for a bad folder or hub id; all mean "cannot load it"
-        raise BamError(f"could not load model {model!r}: {str(error).splitlines()[0] or type(error).__name__}") from None
+        raise BamError(f"could not load model {model!r}: {first_line(error)}") from None
 
 
 def load_encoder(model: str) -> nn.Module:
@@ -181,10 +181,7 @@ def _read_layout(folder: Path) -> dict:
     path = folder / "heads.json"
     if not path.is_file():
         raise BamError(f"{folder}: not a saved bam model (no heads.json)")
-    layout = read_json(path)
-    if not isinstance(layout, dict) or layout.get("format") != MODEL_FORMAT:
-        found = layout.get("format") if isinstance(layout, dict) else type(layout).__name__
-        raise BamError(f"{path}: format {found!r} is not {MODEL_FORMAT!r}")
+    layout = read_format(path, MODEL_FORMAT)
     if layout.get("pooling") not in ("first", "mean") or not isinstance(layout.get("max_length"), int):
         raise BamError(f"{path}: 'pooling' must be 'first' or 'mean' and 'max_length' an integer")
     if not isinstance(layout.get("tasks"), dict) or not layout["tasks"]:
@@ -214,7 +211,7 @@ def _load_heads(model: MultiTaskModel, path: Path) -> None:
     try:
         stored = load_file(path)
     except Exception as error:  # safetensors raises several types for a missing or damaged file
-        raise BamError(f"{path}: unreadable head weights ({str(error).splitlines()[0] or type(error).__name__})") from None
+        raise BamError(f"{path}: unreadable head weights ({first_line(error)})") from None
     expected = model.heads.state_dict()
     missing, unexpected = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
     if missing or unexpected:

@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 
 from bam import metrics
-from bam.conditions import dev_prediction_files
+from bam.conditions import CONDITIONS, dev_prediction_files
 from bam.config import Recipe, build
-from bam.errors import BamError
+from bam.errors import BamError, first_line
 from bam.files import check_writable, read_json, replaced_atomically, write_csv, write_text
 from bam.statistics import Bootstrap, MannWhitney, SignedRank, mann_whitney, paired_bootstrap, signed_rank, smallest_p, smallest_signed_rank_p, spread
 from bam.sweep import collect, plan
@@ -139,10 +139,10 @@ def missing_runs(sweep: Path) -> list[str]:
     if not recipe:
         return []
     tasks = [task.name for task in resolve(recipe)]
-    table = collect(sweep, tasks)
-    # Seeds from their folders too: a seed whose every run failed has a folder but no row.
-    seeds = sorted(set(table["seed"]) | {int(folder.name[4:]) for folder in sweep.glob("seed*") if folder.name[4:].isdigit()})
-    conditions = list(dict.fromkeys(table["condition"]))
+    # Every seed with a folder (one whose every run failed has no finished run), and every condition with a finished run.
+    seeds = sorted(int(folder.name[4:]) for folder in sweep.glob("seed*") if folder.name[4:].isdigit())
+    runs = plan(tasks, seeds, CONDITIONS)
+    conditions = list(dict.fromkeys(run.condition for run in runs if run.is_done(sweep)))
     return [run.name for run in plan(tasks, seeds, conditions) if not run.is_done(sweep)]
 
 
@@ -152,7 +152,7 @@ def _read_csv(path: Path, **options) -> pd.DataFrame:
             warnings.simplefilter("error", pd.errors.ParserWarning)  # a row with more fields than the header
             return pd.read_csv(path, skip_blank_lines=False, index_col=False, **options)
     except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise BamError(f"{path}: not a readable CSV table ({str(error).splitlines()[0]})") from None
+        raise BamError(f"{path}: not a readable CSV table ({first_line(error)})") from None
 
 
 def medians(table: pd.DataFrame) -> pd.DataFrame:

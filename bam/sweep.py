@@ -29,7 +29,7 @@ import pandas as pd
 from bam.conditions import CONDITIONS, finished_marker, run_folder, teacher_store, trained_encoder
 from bam.config import Recipe, load_recipe, parse_override, to_dict
 from bam.data import DataDirectories, as_directories, describe_directories
-from bam.errors import BamError
+from bam.errors import BamError, first_line
 from bam.files import check_writable, exclusive, read_json, write_csv, write_json
 
 
@@ -190,7 +190,7 @@ def run_sweep(
         write_csv(table, out / "results.csv")
     if failed:
         run, error = failed[0]
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         raise BamError(f"{len(failed)} run(s) failed; first: {run.name}: {message} (tracebacks in {out / 'errors'})")
     return table
 

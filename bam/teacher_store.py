@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 from bam.data import column
 from bam.errors import BamError
-from bam.files import atomic_directory, read_json, replaced_atomically, write_json
+from bam.files import atomic_directory, read_format, replaced_atomically, write_json
 from bam.tasks import Task
 from bam.train_log import write_train_log
 
@@ -165,10 +165,7 @@ def read_manifest(store: Path, task_name: str) -> dict:
     path = store / task_name / "manifest.json"
     if not path.is_file():
         raise BamError(f"teacher store {store} has no finished teacher for task {task_name!r} (run `bam train-teachers RECIPE --tasks {task_name} --out {store}`)")
-    manifest = read_json(path)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise BamError(f"{path}: format {found!r} is not {FORMAT!r}")
+    manifest = read_format(path, FORMAT)
     for key, kind, described in (("type", str, "a string"), ("labels", list, "a list"), ("train_fingerprint", str, "a string"), ("files", dict, "an object")):
         if key not in manifest:
             raise BamError(f"{path}: no {key!r} entry")

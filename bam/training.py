@@ -252,6 +252,10 @@ def fit(
         checkpointing = _run_key(checkpointing, accelerator().num_processes)
     first_step, earlier_seconds, log = _resume(checkpointing, run)
     run.trained, run.optimizer = accelerator().prepare(model, run.optimizer)
+
+    def elapsed() -> float:  # training seconds of this run so far, earlier attempts included
+        return earlier_seconds + time.perf_counter() - fit_started
+
     meter = _Meter(len(run.plan))
     for step in range(first_step, len(run.plan)):
         entry, counts = _train_step(run, step)
@@ -260,9 +264,9 @@ def fit(
         if progress is not None:
             progress(report)
         if checkpointing is not None and checkpointing.every and (step + 1) % checkpointing.every == 0 and step + 1 < len(run.plan):
-            _checkpoint(checkpointing, step + 1, run, earlier_seconds + time.perf_counter() - fit_started, log)
+            _checkpoint(checkpointing, step + 1, run, elapsed(), log)
     if checkpointing is not None and first_step < len(run.plan):
-        _checkpoint(checkpointing, len(run.plan), run, earlier_seconds + time.perf_counter() - fit_started, log)
+        _checkpoint(checkpointing, len(run.plan), run, elapsed(), log)
     accelerator().free_memory()  # accelerate keeps every prepared model alive otherwise; a sweep worker trains many
     return FitResult(earlier_seconds, log)
 
