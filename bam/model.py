@@ -177,6 +177,20 @@ class MultiTaskModel(nn.Module):
         return model
 
 
+def saved_model_folder(path: Path) -> Path:
+    """The folder holding a saved model's heads.json: `path` itself (a model or `--all` export folder),
+    or its `model/` (a run directory, or a teacher-store task folder)."""
+    path = Path(path)
+    if not path.exists():
+        raise BamError(f"{path}: no such model folder")
+    if not path.is_dir():
+        raise BamError(f"{path}: is a file, not a model folder (give a run directory, a teacher-store task folder or an exported model)")
+    for folder in (path, path / "model"):
+        if (folder / "heads.json").is_file():
+            return folder
+    raise BamError(f"{path}: not a bam model (no heads.json in it or in {path / 'model'}); give a run directory, a teacher-store task folder or an exported model")
+
+
 def _read_layout(folder: Path) -> dict:
     path = folder / "heads.json"
     if not path.is_file():
