@@ -212,6 +212,55 @@ def default_run_folder(recipe: Path, loaded, subset: list, overrides: tuple[str,
     return Path("runs") / f"{recipe.stem}{tasks}-{loaded.student.anneal}{weight}-seed{loaded.seed}{settings}"
 
 
+@main.command("predict")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("input_file", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--task", "task_name", required=True, help="The task whose head answers (the model's task name, e.g. rte).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file: .csv or .jsonl (JSON lines). Default: CSV on stdout.")
+@click.option("--text-columns", help="Comma-separated: the one or two text columns (header names or 0-based positions; JSON keys). Default: the task's.")
+@click.option("--id-column", help="Column that identifies each row in the output. Default: the row number, from 0.")
+@click.option("--label-column", help="Gold label column, for metrics. Default: the task's (with --text-columns, only if the task names it).")
+@click.option("--header/--no-header", default=None, help="Whether a TSV/CSV file's first line names its columns. Default: yes, or as the task's files are.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Examples per batch (batches are sorted by length).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True, help="fp32, or bf16 autocast ('auto': bf16 where it is fast).")
+@reports_errors
+def predict_command(model, input_file, task_name, out, text_columns, id_column, label_column, header, batch_size, precision):
+    """Answer every row of INPUT (TSV, CSV or JSON lines) with MODEL's head for --task.
+
+    MODEL is a run directory, a teacher-store task folder or an exported model.
+    When INPUT has the task's label column, the task's metrics are printed too.
+    """
+    from bam.inference import load
+    from bam.predict import predict_file
+
+    loaded = load(model)
+    columns = [column.strip() for column in text_columns.split(",")] if text_columns else []
+    progress = Progress(
+        TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]:.0f} ex/s"), TimeElapsedColumn(),
+        console=console, transient=True, disable=not console.is_terminal,
+    )  # fmt: skip
+    started = time.perf_counter()
+    with progress:
+        bar = progress.add_task("predict", total=None, rate=0.0)
+        done = [0]
+
+        def advance(examples: int) -> None:
+            done[0] += examples
+            progress.update(bar, completed=done[0], rate=done[0] / max(time.perf_counter() - started, 1e-9))
+
+        scores = predict_file(
+            loaded, input_file, task_name, out=out, text_columns=columns, id_column=id_column, label_column=label_column, header=header, batch_size=batch_size,
+            precision=precision, on_start=lambda total: progress.update(bar, total=total), on_batch=advance,
+        )  # fmt: skip
+    seconds = time.perf_counter() - started
+    console.print(f"predicted {input_file} with {model} ({task_name}) in {seconds:.1f} s" + (f", written to {out}" if out else ""), soft_wrap=True)
+    if scores is not None:
+        from bam.metrics import task_score
+
+        described = "  ".join(f"{name} {value:.2f}" for name, value in scores.items())
+        console.print(f"{task_name} metrics on {input_file}: {described}  score {task_score(scores):.2f}", soft_wrap=True)
+
+
 @main.command("sweep")
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="How many seeds per condition.")

@@ -38,6 +38,15 @@ class Batch:
     teacher_rows: torch.Tensor | None = None  # the cached teacher outputs of the same examples, when distilling
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What a model says about one example, for people and output files (`bam predict`, `bam.load`)."""
+
+    label: str | None = None  # the predicted label's name (classification)
+    probabilities: dict[str, float] | None = None  # every label's probability, in the task's label order
+    value: float | None = None  # the predicted value on the task's original scale (regression)
+
+
 class TaskType(Protocol):
     """The behaviour of one kind of task."""
 
@@ -72,6 +81,12 @@ class TaskType(Protocol):
 
     def kpi(self, outputs: torch.Tensor, batch: Batch, spec: TaskSpec) -> float:
         """How well the batch went, in [0, 1] (higher is better), for loss weightings that need one."""
+
+    def answers(self, outputs: torch.Tensor, spec: TaskSpec) -> list[Answer]:
+        """One answer per row of head outputs, in the words of the task (label names, original scale)."""
+
+    def output_scale(self, spec: TaskSpec) -> tuple[float, float]:
+        """(scale, shift) such that head outputs * scale + shift are on the task's original scale (an export folds it in)."""
 
 
 class Classification:
@@ -122,6 +137,14 @@ class Classification:
         """The batch accuracy against the gold labels."""
         return (outputs.argmax(dim=-1) == batch.labels.to(outputs.device)).float().mean().item()
 
+    def answers(self, outputs: torch.Tensor, spec: TaskSpec) -> list[Answer]:
+        chosen = self.predictions(outputs, spec).tolist()  # the same argmax the metrics score
+        probabilities = torch.softmax(outputs.double(), dim=-1).tolist()
+        return [Answer(label=spec.labels[index], probabilities=dict(zip(spec.labels, row))) for index, row in zip(chosen, probabilities)]
+
+    def output_scale(self, spec: TaskSpec) -> tuple[float, float]:
+        return 1.0, 0.0  # logits are what a stock classifier outputs too
+
 
 class Regression:
     """One output trained with squared error on targets scaled to [0, 1]."""
@@ -163,8 +186,8 @@ class Regression:
         return F.mse_loss(outputs.float().squeeze(-1), targets)
 
     def predictions(self, outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
-        low, high = spec.label_range
-        return outputs.float().squeeze(-1) * (high - low) + low
+        scale, shift = self.output_scale(spec)
+        return outputs.float().squeeze(-1) * scale + shift
 
     def metric_inputs(self, labels: torch.Tensor, outputs: torch.Tensor, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
         # Both on the task's original scale, as the official scorer sees them.
@@ -174,6 +197,13 @@ class Regression:
         """1 minus the batch's mean absolute error on the [0, 1] target scale (a correlation is unstable on one batch)."""
         error = (outputs.float().squeeze(-1) - batch.labels.to(outputs.device).float()).abs().mean().item()
         return max(0.0, 1.0 - error)
+
+    def answers(self, outputs: torch.Tensor, spec: TaskSpec) -> list[Answer]:
+        return [Answer(value=value) for value in self.predictions(outputs, spec).double().tolist()]
+
+    def output_scale(self, spec: TaskSpec) -> tuple[float, float]:
+        low, high = spec.label_range
+        return high - low, low  # targets were scaled from label_range to [0, 1]
 
 
 def _check_metrics(task_name: str, spec: TaskSpec, fitting: frozenset | set, described: str) -> None:

@@ -121,12 +121,13 @@ def autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
-def collate(dataset, indices: np.ndarray, tokenizer, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Model inputs for the given rows, padded to the longest of them, and their labels."""
+def collate(dataset, indices: np.ndarray, tokenizer, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Model inputs for the given rows, padded to the longest of them, and their labels (None for unlabelled text)."""
     rows = dataset[indices.tolist()]
     features = [{name: rows[name][i] for name in MODEL_INPUTS if name in rows} for i in range(len(indices))]
     padded = tokenizer.pad(features, return_tensors="pt")
-    return {name: tensor.to(device) for name, tensor in padded.items()}, torch.as_tensor(np.asarray(rows["label"]))
+    labels = torch.as_tensor(np.asarray(rows["label"])) if "label" in rows else None
+    return {name: tensor.to(device) for name, tensor in padded.items()}, labels
 
 
 def process_share(indices: np.ndarray, process: int, processes: int) -> tuple[np.ndarray, float]:
@@ -423,10 +424,13 @@ def prediction_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]
 
 
 @torch.inference_mode()
-def predict(model: MultiTaskModel, task: Task, dataset, tokenizer, *, precision: str, batch_size: int) -> torch.Tensor:
+def predict(
+    model: MultiTaskModel, task: Task, dataset, tokenizer, *, precision: str, batch_size: int, on_batch: Callable[[int], None] | None = None
+) -> torch.Tensor:
     """The head's raw outputs (logits, or the scaled value) for every row, in dataset order, as fp32.
 
     With several processes each predicts every n-th batch and all get the full result.
+    `on_batch` hears how many examples each finished batch held (for a progress bar).
     """
     processes = accelerator()
     model.to(processes.device).eval()
@@ -436,6 +440,8 @@ def predict(model: MultiTaskModel, task: Task, dataset, tokenizer, *, precision:
         with autocast(precision, processes.device):
             inputs = collate(dataset, indices, tokenizer, processes.device)[0]
             predicted.append((indices, model(task.name, inputs).float().cpu()))
+        if on_batch is not None:
+            on_batch(len(indices))
     outputs = torch.empty(len(dataset), task.output_size)
     for part in gather(predicted):
         for indices, values in part:
