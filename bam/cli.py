@@ -204,6 +204,40 @@ def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_we
     console.print(summary_table(f"Student (dev), run {out}", results, time.perf_counter() - started))
 
 
+@main.command("run")
+@shared_options
+@click.option("--teachers", "teacher_store", type=click.Path(file_okay=False, path_type=Path), default=Path("teachers"), show_default=True, help="Teacher store to fill and distil from.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="The student's run directory. Default: as bam distill's.")
+@reports_errors
+def run_command(recipe, tasks, seed, data_dir, overrides, teacher_store, out):
+    """The BAM pipeline on RECIPE: its teachers, its student, and a table of teacher against student per task.
+
+    Resumable, and what has finished with the same settings is reused: run it again after a kill.
+    """
+    from bam.data import data_directories
+    from bam.pipeline import run_pipeline
+
+    loaded, chosen = _recipe_and_tasks(recipe, overrides, seed, tasks)
+    folders = data_directories(data_dir)
+    out = out or default_run_folder(recipe, loaded, chosen if tasks else [], overrides)
+    started = time.perf_counter()
+    with one_writer(teacher_store, *(task.name for task in chosen)), one_writer(out), progress_bars() as start:
+        summary = run_pipeline(
+            loaded, chosen, data_dir=folders, store=teacher_store, out=out,
+            progress=lambda name: start(name if name == "student" else f"teacher {name}"), on_stage=lambda message: console.print(message, soft_wrap=True, highlight=False),
+        )  # fmt: skip
+    table = Table(title=f"BAM on {recipe.name}: dev scores, teachers {teacher_store} and student {out} ({(time.perf_counter() - started) / 60:.1f} min)")
+    for column in ("task", "teacher", "student", "student - teacher"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for name, teacher in summary.teacher_scores.items():
+        student = summary.student_scores[name]
+        table.add_row(name, f"{teacher:.2f}", f"{student:.2f}", f"{student - teacher:+.2f}")
+    teacher_average = sum(summary.teacher_scores.values()) / len(summary.teacher_scores)
+    student_average = sum(summary.student_scores.values()) / len(summary.student_scores)
+    table.add_row("[bold]average", f"[bold]{teacher_average:.2f}", f"[bold]{student_average:.2f}", f"[bold]{student_average - teacher_average:+.2f}")
+    console.print(table)
+
+
 def default_run_folder(recipe: Path, loaded, subset: list, overrides: tuple[str, ...]) -> Path:
     """runs/<recipe>[-<tasks>]-<anneal>[<teacher weight>]-seed<N>[-set<hash>]: runs with other command-line settings (data and teachers aside) never share a folder."""
     tasks = "-" + "+".join(task.name for task in subset) if subset else ""
