@@ -4,7 +4,8 @@ A task type is one class behind the `TaskType` protocol, registered in
 `TASK_TYPES`. It owns the label format (parsing, checking, its dtype), which
 specs and metrics make sense, the head's output size, the training targets
 (gold and teacher), the loss, predictions, what the metrics receive, a
-per-batch KPI for loss weighting, and the unit that batches are made of. No
+per-batch KPI for loss weighting, the unit that batches are made of, and how
+its answers look in a stock transformers classifier (`bam export`). No
 other module looks at a task's type name: a new type is a new class here plus
 one line in `TASK_TYPES`.
 
@@ -36,6 +37,16 @@ class Batch:
 
     labels: torch.Tensor  # gold labels as `parse_label` made them (class index, or a target scaled to [0, 1])
     teacher_rows: torch.Tensor | None = None  # the cached teacher outputs of the same examples, when distilling
+
+
+@dataclass(frozen=True)
+class StockOutputs:
+    """How a task's answers appear in a stock transformers `...ForSequenceClassification` (`bam export`)."""
+
+    labels: tuple[str, ...]  # id2label, one name per output
+    problem_type: str  # transformers' `problem_type`, which picks the pipeline's function (softmax, none)
+    scale: float  # the exported outputs are the head's raw outputs * scale + shift,
+    shift: float  # so they are on the scale the task answers on
 
 
 class TaskType(Protocol):
@@ -72,6 +83,9 @@ class TaskType(Protocol):
 
     def kpi(self, outputs: torch.Tensor, batch: Batch, spec: TaskSpec) -> float:
         """How well the batch went, in [0, 1] (higher is better), for loss weightings that need one."""
+
+    def stock_outputs(self, task_name: str, spec: TaskSpec) -> StockOutputs:
+        """Labels, problem type and output scaling of the task's exported classifier."""
 
 
 class Classification:
@@ -121,6 +135,9 @@ class Classification:
     def kpi(self, outputs: torch.Tensor, batch: Batch, spec: TaskSpec) -> float:
         """The batch accuracy against the gold labels."""
         return (outputs.argmax(dim=-1) == batch.labels.to(outputs.device)).float().mean().item()
+
+    def stock_outputs(self, task_name: str, spec: TaskSpec) -> StockOutputs:
+        return StockOutputs(spec.labels, "single_label_classification", scale=1.0, shift=0.0)
 
 
 class Regression:
@@ -174,6 +191,11 @@ class Regression:
         """1 minus the batch's mean absolute error on the [0, 1] target scale (a correlation is unstable on one batch)."""
         error = (outputs.float().squeeze(-1) - batch.labels.to(outputs.device).float()).abs().mean().item()
         return max(0.0, 1.0 - error)
+
+    def stock_outputs(self, task_name: str, spec: TaskSpec) -> StockOutputs:
+        # The [0, 1] scaling is folded into the exported last layer: it answers on the task's original scale, as `predictions`.
+        low, high = spec.label_range
+        return StockOutputs((task_name,), "regression", scale=high - low, shift=low)
 
 
 def _check_metrics(task_name: str, spec: TaskSpec, fitting: frozenset | set, described: str) -> None:
