@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
@@ -20,7 +19,6 @@ from transformers import (
     pipeline,
 )
 
-from bam.cli import main
 from bam.data import load_task, load_tokenized
 from bam.errors import BamError
 from bam.export import export_task
@@ -30,19 +28,9 @@ from bam.tasks import Task, registry
 from bam.training import predict
 
 from conftest import GLUE_FIXTURE, write_recipe
+from test_cli import assert_one_line_error, bam
 
 MAXIMUM_DIFFERENCE = 1e-4  # the bar: exported outputs within this of bam's, in fp32
-
-
-def bam(*arguments):
-    return CliRunner().invoke(main, [str(argument) for argument in arguments], catch_exceptions=False)
-
-
-def assert_one_line_error(result, message):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert lines[-1].startswith("bam: error: ") and message in lines[-1], result.output
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")
