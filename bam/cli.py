@@ -152,7 +152,8 @@ def main():
 
     Train single-task teachers (train-teachers), then distil them into one
     multi-task student with teacher annealing (distill); run both over many
-    seeds and conditions (sweep), and test the differences (report).
+    seeds and conditions (sweep), test the differences (report), and export
+    a trained model for stock transformers (export).
     """
     from bam.training import quiet_libraries
 
@@ -384,6 +385,28 @@ def report_command(sweeps, target, baseline, out, samples):
     for comparison in comparisons:
         console.print(f"- {comparison.sentence()}")
     console.print(f"report: {out / 'report.md'}")
+
+
+@main.command("export")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--task", "task_name", metavar="NAME", help="Export this task as a stock transformers classifier folder (needs its head to be sequence-classification).")
+@click.option("--all", "all_tasks", is_flag=True, help="Export every task: the shared encoder once plus every head, in the layout bam.load reads.")
+@reports_errors
+def export_command(model, out, task_name, all_tasks):
+    """Export the bam model MODEL (a run directory, a teacher-store task folder or a model folder) into the new folder OUT.
+
+    With --task NAME, OUT loads with AutoModelForSequenceClassification.from_pretrained(OUT) and
+    pipeline("text-classification", model=OUT), and answers as bam does.
+    """
+    from bam.export import export_all, export_task
+
+    if (task_name is None) == (not all_tasks):
+        raise BamError("bam export: give exactly one of --task NAME or --all")
+    with one_writer(out):
+        written = export_task(model, task_name, out) if task_name else export_all(model, out)
+    what = f"task {task_name!r} as a transformers classifier" if task_name else "every task"
+    console.print(f"exported {what} to {written}")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ class Recipe:
     checkpoint_every: int = setting(200, "optimizer steps between resumable checkpoints (0: only one at the end of training)")
     teacher: TrainConfig = setting(TrainConfig(), "single-task teacher training")
     student: StudentConfig = setting(StudentConfig(), "multi-task student training")
-    custom_tasks: dict[str, TaskSpec] = setting({}, "tasks declared in the recipe, usable by name in `tasks`")
+    custom_tasks: dict[str, TaskSpec] = setting({}, "tasks declared in the recipe, usable by name in `tasks`; one named like a registry task changes only the keys it gives")
 
 
 # ---------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
                 raise BamError(f"--set {assignment!r}: {part!r} is not a table")
         table[keys[-1]] = value
     try:
-        recipe = build(Recipe, data)
+        recipe = _on_registry_specs(build(Recipe, data), data)
     except BamError as error:
         raise BamError(f"{path}: {error}") from None
     if not recipe.model:
@@ -245,6 +245,22 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         if value not in known:
             raise BamError(f"{path}: {key} = {value!r} is not one of {', '.join(known)}{did_you_mean(value, known)}")
     return recipe
+
+
+def _on_registry_specs(recipe: Recipe, data: dict) -> Recipe:
+    """Custom tasks named like registry tasks, built on the registry's spec rather than the defaults.
+
+    So a recipe changes one key of a GLUE task (`[custom_tasks.rte]` with
+    `head = "sequence-classification"`) without copying the rest of its spec.
+    """
+    from bam.tasks import registry  # the registry imports this module
+
+    tables = data.get("custom_tasks", {})
+    overlaid = {
+        name: build(TaskSpec, tables[name], f"custom_tasks.{name}", base=registry()[name])
+        for name in recipe.custom_tasks if name in registry()
+    }  # fmt: skip
+    return dataclasses.replace(recipe, custom_tasks={**recipe.custom_tasks, **overlaid})
 
 
 def _choices(recipe: Recipe):

@@ -92,7 +92,8 @@ class _ExportedTask(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.tasks = {task.name: task}
-        self.scale, self.shift = task.type.output_scale(task.spec)
+        stock = task.type.stock_outputs(task.name, task.spec)
+        self.scale, self.shift = stock.scale, stock.shift
 
     def forward(self, task_name: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return (self.classifier(**inputs).logits - self.shift) / self.scale

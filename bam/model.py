@@ -132,10 +132,9 @@ class MultiTaskModel(nn.Module):
         self.tasks = {task.name: task for task in tasks}
         self.max_length: int | None = None  # known once loaded from a saved model
         config = encoder.config
-        dropout = getattr(config, "hidden_dropout_prob", 0.1)
         self.heads = nn.ModuleDict({
             task.name: head_kind(task.spec.head, task.name).build(
-                config.hidden_size, task.output_size, pooling=pooling, dropout=dropout, options=task.spec.head_options
+                config, task.output_size, task_name=task.name, pooling=pooling, options=task.spec.head_options
             )
             for task in tasks
         })  # fmt: skip

@@ -4,7 +4,8 @@ A task type is one class behind the `TaskType` protocol, registered in
 `TASK_TYPES`. It owns the label format (parsing, checking, its dtype), which
 specs and metrics make sense, the head's output size, the training targets
 (gold and teacher), the loss, predictions, what the metrics receive, a
-per-batch KPI for loss weighting, and the unit that batches are made of. No
+per-batch KPI for loss weighting, the unit that batches are made of, and how
+its answers look in a stock transformers classifier (`bam export`). No
 other module looks at a task's type name: a new type is a new class here plus
 one line in `TASK_TYPES`.
 
@@ -47,6 +48,16 @@ class Answer:
     value: float | None = None  # the predicted value on the task's original scale (regression)
 
 
+@dataclass(frozen=True)
+class StockOutputs:
+    """How a task's answers appear in a stock transformers `...ForSequenceClassification` (`bam export`)."""
+
+    labels: tuple[str, ...]  # id2label, one name per output
+    problem_type: str  # transformers' `problem_type`, which picks the pipeline's function (softmax, none)
+    scale: float  # the exported outputs are the head's raw outputs * scale + shift,
+    shift: float  # so they are on the scale the task answers on
+
+
 class TaskType(Protocol):
     """The behaviour of one kind of task."""
 
@@ -85,8 +96,8 @@ class TaskType(Protocol):
     def answers(self, outputs: torch.Tensor, spec: TaskSpec) -> list[Answer]:
         """One answer per row of head outputs, in the words of the task (label names, original scale)."""
 
-    def output_scale(self, spec: TaskSpec) -> tuple[float, float]:
-        """(scale, shift) such that head outputs * scale + shift are on the task's original scale (an export folds it in)."""
+    def stock_outputs(self, task_name: str, spec: TaskSpec) -> StockOutputs:
+        """Labels, problem type and output scaling of the task's exported classifier."""
 
 
 class Classification:
@@ -142,8 +153,8 @@ class Classification:
         probabilities = torch.softmax(outputs.double(), dim=-1).tolist()
         return [Answer(label=spec.labels[index], probabilities=dict(zip(spec.labels, row))) for index, row in zip(chosen, probabilities)]
 
-    def output_scale(self, spec: TaskSpec) -> tuple[float, float]:
-        return 1.0, 0.0  # logits are what a stock classifier outputs too
+    def stock_outputs(self, task_name: str, spec: TaskSpec) -> StockOutputs:
+        return StockOutputs(spec.labels, "single_label_classification", scale=1.0, shift=0.0)
 
 
 class Regression:
@@ -186,8 +197,8 @@ class Regression:
         return F.mse_loss(outputs.float().squeeze(-1), targets)
 
     def predictions(self, outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
-        scale, shift = self.output_scale(spec)
-        return outputs.float().squeeze(-1) * scale + shift
+        low, high = spec.label_range
+        return outputs.float().squeeze(-1) * (high - low) + low
 
     def metric_inputs(self, labels: torch.Tensor, outputs: torch.Tensor, spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
         # Both on the task's original scale, as the official scorer sees them.
@@ -201,9 +212,10 @@ class Regression:
     def answers(self, outputs: torch.Tensor, spec: TaskSpec) -> list[Answer]:
         return [Answer(value=value) for value in self.predictions(outputs, spec).double().tolist()]
 
-    def output_scale(self, spec: TaskSpec) -> tuple[float, float]:
+    def stock_outputs(self, task_name: str, spec: TaskSpec) -> StockOutputs:
+        # The [0, 1] scaling is folded into the exported last layer: it answers on the task's original scale, as `predictions`.
         low, high = spec.label_range
-        return high - low, low  # targets were scaled from label_range to [0, 1]
+        return StockOutputs((task_name,), "regression", scale=high - low, shift=low)
 
 
 def _check_metrics(task_name: str, spec: TaskSpec, fitting: frozenset | set, described: str) -> None:

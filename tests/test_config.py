@@ -1,10 +1,11 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from bam.config import Recipe, StudentConfig, load_recipe
 from bam.errors import BamError
-from bam.tasks import resolve
+from bam.tasks import registry, resolve
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
 
@@ -84,6 +85,21 @@ def test_a_task_can_be_declared_in_the_recipe(tmp_path):
     (task,) = resolve(load_recipe(path))
     assert task.name == "sarcasm" and task.output_size == 2
     assert task.spec.local.text_columns == ("text",) and task.spec.local.train == "train.tsv"
+
+
+def test_a_custom_task_named_like_a_registry_task_changes_only_the_keys_it_gives(tmp_path):
+    path = tmp_path / "heads.toml"
+    path.write_text(
+        'model = "m"\ntasks = ["rte", "stsb"]\n'
+        '[custom_tasks.rte]\nhead = "sequence-classification"\n'
+        '[custom_tasks.stsb]\nlocal = { folder = "STSB-copy" }\n'
+    )
+    rte, stsb = resolve(load_recipe(path))
+    assert rte.spec == dataclasses.replace(registry()["rte"], head="sequence-classification")
+    # Nested tables too: only `local.folder` changes, STS-B's columns and type stay the registry's.
+    assert stsb.spec == dataclasses.replace(registry()["stsb"], local=dataclasses.replace(registry()["stsb"].local, folder="STSB-copy"))
+    with pytest.raises(BamError, match=r"unknown key 'custom_tasks.rte.haed' \(did you mean \"head\"\?\)"):
+        load_recipe(path, ['custom_tasks.rte.haed="linear"'])
 
 
 @pytest.mark.parametrize(

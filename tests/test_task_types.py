@@ -7,7 +7,7 @@ import torch
 
 from bam.config import TaskSpec
 from bam.errors import BamError
-from bam.task_types import TASK_TYPES, Batch, task_type
+from bam.task_types import TASK_TYPES, Batch, StockOutputs, task_type
 
 CLASSIFICATION, REGRESSION = TASK_TYPES["classification"], TASK_TYPES["regression"]
 BINARY = TaskSpec(labels=("no", "yes"))
@@ -70,3 +70,12 @@ def test_specs_are_checked_by_their_type():
 def test_an_unknown_type_is_named_with_the_known_ones():
     with pytest.raises(BamError, match=r"task 'x': unknown type 'regresion' \(did you mean \"regression\"\?\); known types: classification, regression"):
         task_type("regresion", "x")
+
+
+def test_stock_outputs_name_the_labels_and_take_regression_back_to_its_original_scale():
+    assert CLASSIFICATION.stock_outputs("rte", BINARY) == StockOutputs(("no", "yes"), "single_label_classification", 1.0, 0.0)
+    shifted = TaskSpec(type="regression", label_range=(1.0, 3.0), metrics=("pearson",))
+    assert REGRESSION.stock_outputs("similar", shifted) == StockOutputs(("similar",), "regression", scale=2.0, shift=1.0)
+    raw = torch.tensor([[0.0], [0.25], [1.0]])
+    outputs = REGRESSION.stock_outputs("stsb", SIMILARITY)
+    assert (raw * outputs.scale + outputs.shift).squeeze(-1).tolist() == REGRESSION.predictions(raw, SIMILARITY).tolist() == [0.0, 1.25, 5.0]
