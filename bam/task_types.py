@@ -4,9 +4,10 @@ A task type is one class behind the `TaskType` protocol, registered in
 `TASK_TYPES`. It owns the label format (parsing, checking, its dtype), which
 specs and metrics make sense, the head's output size, the training targets
 (gold and teacher), the loss, predictions, what the metrics receive, a
-per-batch KPI for loss weighting, and the unit that batches are made of. No
-other module looks at a task's type name: a new type is a new class here plus
-one line in `TASK_TYPES`.
+per-batch KPI for loss weighting, the unit that batches are made of, and how
+several teachers' outputs average into one teacher's (`ensemble`). No other
+module looks at a task's type name: a new type is a new class here plus one
+line in `TASK_TYPES`.
 
 Targets and losses receive a `Batch` (the gold labels and, when distilling,
 the teacher's rows), so a type that needs more per example (a ranking type's
@@ -73,6 +74,15 @@ class TaskType(Protocol):
     def kpi(self, outputs: torch.Tensor, batch: Batch, spec: TaskSpec) -> float:
         """How well the batch went, in [0, 1] (higher is better), for loss weightings that need one."""
 
+    def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The outputs to store for a teacher ensemble, from its members' stored outputs (the same rows in the same order).
+
+        What is averaged is what the student learns from, so that `teacher_targets` of the
+        result is the mean of the members' `teacher_targets`: probability distributions
+        (classification), values (regression); a ranking type would average each group's
+        candidate scores the same way, in the space its targets live in.
+        """
+
 
 class Classification:
     """Softmax over the label set; soft targets are probability distributions."""
@@ -121,6 +131,16 @@ class Classification:
     def kpi(self, outputs: torch.Tensor, batch: Batch, spec: TaskSpec) -> float:
         """The batch accuracy against the gold labels."""
         return (outputs.argmax(dim=-1) == batch.labels.to(outputs.device)).float().mean().item()
+
+    def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The log of the mean of the members' softmax distributions: its softmax is that mean distribution.
+
+        Averaging logits instead would give another distribution (a geometric mean, renormalised).
+        Computed as logsumexp of the log-probabilities, in float64: the log of a mean of
+        probabilities that underflowed to 0 in float32 would be -inf, which a store refuses.
+        """
+        log_probabilities = torch.stack([torch.log_softmax(member.double(), dim=-1) for member in outputs])
+        return (torch.logsumexp(log_probabilities, dim=0) - math.log(len(outputs))).float()
 
 
 class Regression:
@@ -174,6 +194,10 @@ class Regression:
         """1 minus the batch's mean absolute error on the [0, 1] target scale (a correlation is unstable on one batch)."""
         error = (outputs.float().squeeze(-1) - batch.labels.to(outputs.device).float()).abs().mean().item()
         return max(0.0, 1.0 - error)
+
+    def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The mean of the members' values (on the [0, 1] target scale, which is what they store)."""
+        return torch.stack([member.double() for member in outputs]).mean(dim=0).float()
 
 
 def _check_metrics(task_name: str, spec: TaskSpec, fitting: frozenset | set, described: str) -> None:
