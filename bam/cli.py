@@ -150,10 +150,11 @@ def one_writer(output: Path, *parts: str):
 def main():
     """bam: Born-Again Multi-Task networks.
 
-    Train single-task teachers (train-teachers), then distil them into one
-    multi-task student with teacher annealing (distill); run both over many
-    seeds and conditions (sweep), test the differences (report), and export
-    a trained model for stock transformers (export).
+    Train single-task teachers (train-teachers), optionally average several
+    into one (ensemble-teachers), then distil them into one multi-task student
+    with teacher annealing (distill), or both at once (run); run both over many
+    seeds and conditions (sweep), test the differences (report), answer new
+    text (predict) and export a trained model for stock transformers (export).
     """
     from bam.training import quiet_libraries
 
@@ -295,6 +296,26 @@ def predict_command(model, input_file, task_name, out, text_columns, id_column, 
         described = "  ".join(f"{name} {value:.2f}" for name, value in scores.items())
         console.print(f"{task_name} metrics on {input_file}: {described}  score {task_score(scores):.2f}", soft_wrap=True)
 
+@main.command("ensemble-teachers")
+@click.argument("stores", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Teacher store to write the ensemble into (not one of the STORES).")
+@click.option("--tasks", help="Comma-separated tasks to average, e.g. rte,mrpc. Default: every task all the STORES hold.")
+@reports_errors
+def ensemble_teachers_command(stores, out, tasks):
+    """Average the teachers in STORES (the same tasks and data, e.g. other seeds) into one teacher store.
+
+    Per task: the mean of the teachers' probability distributions (classification)
+    or values (regression), on the training set and every dev split. The manifest
+    lists the members; `bam distill --teachers OUT` reads it like any store.
+    """
+    from bam.ensemble import ensemble_tasks, ensemble_teachers
+
+    names = ensemble_tasks(stores, [name.strip() for name in tasks.split(",") if name.strip()] if tasks is not None else None)
+    started = time.perf_counter()
+    with one_writer(out, *names):
+        results = ensemble_teachers(stores, out, names)
+    console.print(summary_table(f"Teacher ensemble of {len(stores)} stores (dev), store {out}", results, time.perf_counter() - started))
+
 
 @main.command("sweep")
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
@@ -304,7 +325,7 @@ def predict_command(model, input_file, task_name, out, text_columns, id_column, 
     "--conditions",
     default="single,multi,bam",
     show_default=True,
-    help="Comma-separated: single (teachers), multi (gold labels only), bam (Single->Multi), single-single, multi-multi.",
+    help="Comma-separated: single (teachers), multi (gold labels only), bam (Single->Multi), single-single, multi-multi, bam-ensemble (bam taught by the ensemble of every seed's teachers).",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Sweep folder. Default: sweeps/<recipe>.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel on this machine; the cores are shared among them. (With Slurm every ready run is submitted.)")

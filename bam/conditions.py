@@ -2,13 +2,20 @@
 
 A condition says which stage trains it, how its targets anneal, which other
 condition's predictions teach it, which condition's trained encoder it starts
-from, and whether it trains one run per task. The BAM paper's five:
+from, whose teachers it averages, and whether it trains one run per task. The
+BAM paper's five:
 
     single         the single-task teachers (their dev scores are the Single baseline)
     multi          a multi-task student on gold labels only (anneal = none)
     bam            Single->Multi: a student distilled from that seed's teachers, linear annealing
     single-single  born-again single-task: a one-task student taught by its own teacher
     multi-multi    a multi-task student taught by that seed's `multi` model
+
+and teacher ensembles (the MT-DNN distillation follow-up's, TextBrewer's):
+
+    ensemble       the `single` teachers of EVERY seed of the sweep, averaged (bam.ensemble): one run
+                   per task for the whole sweep, not per seed, so it has no results row of its own
+    bam-ensemble   a student distilled from `ensemble`, linear annealing: each seed's student has the same teacher
 
 Layout of a sweep folder, one folder per run:
 
@@ -17,6 +24,8 @@ Layout of a sweep folder, one folder per run:
     seed<N>/bam/
     seed<N>/single-single/<task>/
     seed<N>/multi-multi/
+    ensemble/<task>/                the teacher store of the ensemble of every seed's single teachers
+    seed<N>/bam-ensemble/
 """
 
 from __future__ import annotations
@@ -31,16 +40,27 @@ class Condition:
     """How the runs of one condition are trained."""
 
     name: str
-    stage: Literal["teachers", "student"]  # bam.teachers.train_teachers or bam.student.distill
+    stage: Literal["teachers", "student", "ensemble"]  # bam.teachers.train_teachers, bam.student.distill or bam.ensemble.ensemble_teachers
     anneal: str = "none"  # the student's teacher annealing
     teacher: str | None = None  # the condition whose predictions teach it (its teacher store)
     starting_model: str | None = None  # the condition whose trained encoder it starts from (None: the recipe's model)
+    members: str | None = None  # an ensemble's: the condition whose teacher stores, of every seed of the sweep, it averages
     per_task: bool = False  # one run per task instead of one for all
     teaches: bool = False  # a student that also stores its own predictions as a teacher store
 
     def needs(self) -> list[str]:
         """The conditions whose runs must finish before this one's."""
-        return [name for name in (self.teacher, self.starting_model) if name is not None]
+        return [name for name in (self.teacher, self.starting_model, self.members) if name is not None]
+
+    @property
+    def across_seeds(self) -> bool:
+        """One run (per task) for the whole sweep, made from the runs of every seed, instead of one per seed."""
+        return self.members is not None
+
+    @property
+    def writes_store(self) -> bool:
+        """Whether each run is a teacher-store task folder (teachers, ensembles) rather than a run directory."""
+        return self.stage != "student"
 
 
 CONDITIONS: dict[str, Condition] = {
@@ -52,24 +72,27 @@ CONDITIONS: dict[str, Condition] = {
         Condition("bam", "student", anneal="linear", teacher="single"),
         Condition("single-single", "student", anneal="linear", teacher="single", per_task=True),
         Condition("multi-multi", "student", anneal="linear", teacher="multi"),
+        Condition("ensemble", "ensemble", members="single", per_task=True),
+        Condition("bam-ensemble", "student", anneal="linear", teacher="ensemble"),
     )
 }
 
 
-def run_folder(sweep: Path, condition: str, seed: int, task: str | None = None) -> Path:
-    """The folder one run writes: a teacher-store task folder, or a run directory."""
-    folder = Path(sweep) / f"seed{seed}" / condition
+def run_folder(sweep: Path, condition: str, seed: int | None, task: str | None = None) -> Path:
+    """The folder one run writes: a teacher-store task folder, or a run directory (`seed` is None for a run across seeds)."""
+    across_seeds = condition in CONDITIONS and CONDITIONS[condition].across_seeds
+    folder = Path(sweep) / condition if across_seeds else Path(sweep) / f"seed{seed}" / condition
     return folder / task if task else folder
 
 
 def finished_marker(condition: str) -> str:
     """The file whose presence says a run finished (both are written last, into a folder renamed into place)."""
-    return "manifest.json" if CONDITIONS[condition].stage == "teachers" else "metrics.json"
+    return "manifest.json" if CONDITIONS[condition].writes_store else "metrics.json"
 
 
-def teacher_store(sweep: Path, condition: str, seed: int) -> Path:
-    """The teacher store a condition's runs leave: the teachers' store itself, or a teaching student's `teachers/`."""
-    if CONDITIONS[condition].stage == "teachers":
+def teacher_store(sweep: Path, condition: str, seed: int | None) -> Path:
+    """The teacher store a condition's runs leave: the teachers' (or ensemble's) store itself, or a teaching student's `teachers/`."""
+    if CONDITIONS[condition].writes_store:
         return run_folder(sweep, condition, seed)
     return run_folder(sweep, condition, seed) / "teachers"
 
@@ -84,7 +107,7 @@ def dev_prediction_files(sweep: Path, condition: str, seed: int, task: str) -> d
     """A run's prediction files on one task's dev splits, by split name (none for a condition bam does not know)."""
     if condition not in CONDITIONS:  # a results.csv edited by hand
         return {}
-    if CONDITIONS[condition].stage == "teachers":  # a teacher-store folder: <split>.safetensors, train included
+    if CONDITIONS[condition].writes_store:  # a teacher-store folder: <split>.safetensors, train included
         folder, prefix = run_folder(sweep, condition, seed, task), ""
     else:  # a run directory: predictions/<task>.<split>.safetensors
         folder, prefix = run_folder(sweep, condition, seed, task if CONDITIONS[condition].per_task else None) / "predictions", f"{task}."

@@ -29,21 +29,23 @@ import pandas as pd
 from bam.conditions import CONDITIONS, finished_marker, run_folder, teacher_store, trained_encoder
 from bam.config import Recipe, load_recipe, parse_override, to_dict
 from bam.data import DataDirectories, as_directories, describe_directories
+from bam.ensemble import check_built_from
 from bam.errors import BamError, first_line
 from bam.files import check_writable, exclusive, read_json, write_csv, write_json
 
 
 @dataclass(frozen=True)
 class Run:
-    """One unit of work: a condition at a seed (and a task, for the per-task conditions)."""
+    """One unit of work: a condition at a seed (None for a run across seeds) and a task, for the per-task conditions."""
 
     condition: str
-    seed: int
+    seed: int | None
     task: str | None = None
 
     @property
     def name(self) -> str:
-        return "/".join(part for part in (f"seed{self.seed}", self.condition, self.task) if part)
+        """The run's folder inside the sweep folder, e.g. seed0/single/rte."""
+        return run_folder(Path(), self.condition, self.seed, self.task).as_posix()
 
     def folder(self, sweep: Path) -> Path:
         return run_folder(sweep, self.condition, self.seed, self.task)
@@ -51,19 +53,24 @@ class Run:
     def is_done(self, sweep: Path) -> bool:
         return (self.folder(sweep) / finished_marker(self.condition)).is_file()
 
-    def needs(self, tasks: Sequence[str]) -> list[Run]:
-        """The runs whose outputs this one reads: the same seed's runs of the conditions it needs, for its tasks."""
+    def needs(self, tasks: Sequence[str], seeds: Sequence[int]) -> list[Run]:
+        """The runs whose outputs this one reads, for its tasks: the same seed's runs of the conditions it needs,
+        a run across seeds (an ensemble) for a run that needs one, and every one of the sweep's `seeds` for a run across seeds."""
         needed = []
-        for condition in CONDITIONS[self.condition].needs():
-            if CONDITIONS[condition].per_task:
-                needed.extend(Run(condition, self.seed, task) for task in ([self.task] if self.task else tasks))
-            else:
-                needed.append(Run(condition, self.seed))
+        for name in CONDITIONS[self.condition].needs():
+            condition = CONDITIONS[name]
+            of_tasks = ([self.task] if self.task else tasks) if condition.per_task else [None]
+            of_seeds = [None] if condition.across_seeds else seeds if CONDITIONS[self.condition].across_seeds else [self.seed]
+            needed.extend(Run(name, seed, task) for seed in of_seeds for task in of_tasks)
         return needed
 
 
 def plan(tasks: Sequence[str], seeds: Sequence[int], conditions: Sequence[str]) -> list[Run]:
-    """Every run of the sweep, including the runs the asked-for ones need, each after what it needs."""
+    """Every run of the sweep, including the runs the asked-for ones need, each after what it needs.
+
+    Seed by seed (a sweep cut short leaves whole seeds), except that a run across
+    seeds comes after every seed's runs it averages, and the runs that need it after it.
+    """
     unknown = [condition for condition in conditions if condition not in CONDITIONS]
     if unknown:
         raise BamError(f"unknown condition {unknown[0]!r}; choose from {', '.join(CONDITIONS)}")
@@ -73,22 +80,35 @@ def plan(tasks: Sequence[str], seeds: Sequence[int], conditions: Sequence[str]) 
         if condition not in needed:
             needed.add(condition)
             queue.extend(CONDITIONS[condition].needs())
+    ordered = [name for name in CONDITIONS if name in needed]  # CONDITIONS lists each after what it needs
     runs = []
-    for seed in seeds:
-        for condition in (name for name in CONDITIONS if name in needed):  # CONDITIONS lists each after what it needs
-            tasks_of_run = tasks if CONDITIONS[condition].per_task else [None]
-            runs.extend(Run(condition, seed, task) for task in tasks_of_run)
+    for phase in sorted({_phase(name) for name in ordered}):
+        names = [name for name in ordered if _phase(name) == phase]
+        runs.extend(Run(name, None, task) for name in names if CONDITIONS[name].across_seeds for task in _tasks_of(name, tasks))
+        runs.extend(Run(name, seed, task) for seed in seeds for name in names if not CONDITIONS[name].across_seeds for task in _tasks_of(name, tasks))
     return runs
 
 
-def execute(sweep: str, recipe: dict, run: Run, data_dirs: list[str], threads: int | None) -> float:
+def _tasks_of(condition: str, tasks: Sequence[str]) -> list[str | None]:
+    return list(tasks) if CONDITIONS[condition].per_task else [None]
+
+
+def _phase(condition: str) -> int:
+    """How many runs across seeds lie on the longest chain of needs up to `condition` (itself included)."""
+    upstream = max((_phase(name) for name in CONDITIONS[condition].needs()), default=0)
+    return upstream + 1 if CONDITIONS[condition].across_seeds else upstream
+
+
+def execute(sweep: str, recipe: dict, run: Run, data_dirs: list[str], threads: int | None, seeds: Sequence[int]) -> float:
     """Carry out one run (in a worker process or a Slurm job); returns its wall time in seconds.
 
-    `threads` None means every core this process may use (a Slurm job's own allocation).
+    `threads` None means every core this process may use (a Slurm job's own allocation);
+    `seeds` are the sweep's, whose teachers an ensemble averages.
     """
     import torch
 
     from bam.config import build
+    from bam.ensemble import ensemble_teachers
     from bam.student import distill
     from bam.tasks import resolve
     from bam.teachers import train_teachers
@@ -98,6 +118,9 @@ def execute(sweep: str, recipe: dict, run: Run, data_dirs: list[str], threads: i
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     started = time.perf_counter()
     condition, sweep, data = CONDITIONS[run.condition], Path(sweep), [Path(data_dir) for data_dir in data_dirs]
+    if condition.stage == "ensemble":  # no training and no recipe: the members' own recorded recipes describe the task
+        ensemble_teachers(list(ensemble_members(sweep, run, seeds).values()), teacher_store(sweep, run.condition, run.seed), [run.task])
+        return time.perf_counter() - started
     settings = build(Recipe, recipe)
     tasks = resolve(settings, run.task)
     # What the run records as its recipe: its own seed, its own task where it trains one, its own schedule and start.
@@ -111,6 +134,11 @@ def execute(sweep: str, recipe: dict, run: Run, data_dirs: list[str], threads: i
         teachers = teacher_store(sweep, condition.teacher, run.seed) if condition.teacher else sweep / "no-teachers"
         distill(settings, tasks, data_dir=data, teacher_store=teachers, out=run.folder(sweep), save_teacher_store=condition.teaches)
     return time.perf_counter() - started
+
+
+def ensemble_members(sweep: Path, run: Run, seeds: Sequence[int]) -> dict[int, Path]:
+    """The teacher stores an ensemble run averages, by seed: those of the runs it needs."""
+    return {need.seed: teacher_store(sweep, need.condition, need.seed) for need in run.needs([run.task], seeds)}
 
 
 class _Done:
@@ -160,11 +188,17 @@ def run_sweep(
     recipe = load_recipe(recipe_path, overrides)
     tasks = [task.name for task in resolve(recipe)]
     runs = plan(tasks, seeds, conditions)  # before anything is written: an unknown condition leaves no folder behind
+    if len(seeds) < 2 and any(CONDITIONS[run.condition].across_seeds for run in runs):
+        asking = [condition for condition in conditions if _phase(condition) > 0]
+        raise BamError(f"{', '.join(asking)}: the ensemble of every seed's teachers needs at least 2 seeds, this sweep has {len(seeds)} (an ensemble of one teacher is not an ensemble)")
     check_writable(out)
     out.mkdir(exist_ok=True)
     data = [str(folder.resolve()) for folder in as_directories(data_dir)]
     with exclusive(out / "sweep.lock", f"sweep folder {out}"):
         _check_or_write_description(out / "sweep.json", {"recipe": to_dict(recipe), "data_dir": describe_directories(data_dir)})
+        for run in runs:  # a finished ensemble of other seeds' teachers would teach this command's students
+            if CONDITIONS[run.condition].across_seeds and run.is_done(out):
+                check_built_from(teacher_store(out, run.condition, run.seed), run.task, ensemble_members(out, run, seeds))
         pending = [run for run in runs if not run.is_done(out)]
         for run in runs:
             if run not in pending:
@@ -178,11 +212,11 @@ def run_sweep(
 
         def submit(run: Run):
             on_event("started", run)
-            job = (str(out), to_dict(recipe), run, data, threads)
+            job = (str(out), to_dict(recipe), run, data, threads, list(seeds))
             return _Done(lambda: execute(*job)) if executor is None else executor.submit(execute, *job)
 
         try:
-            failed = _schedule(pending, tasks, out, submit, capacity, on_event)
+            failed = _schedule(pending, tasks, seeds, out, submit, capacity, on_event)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
@@ -195,18 +229,18 @@ def run_sweep(
     return table
 
 
-def _schedule(pending: list[Run], tasks: Sequence[str], out: Path, submit, capacity: int, on_event) -> list[tuple[Run, Exception]]:
+def _schedule(pending: list[Run], tasks: Sequence[str], seeds: Sequence[int], out: Path, submit, capacity: int, on_event) -> list[tuple[Run, Exception]]:
     """Start every run once what it needs has finished, at most `capacity` at a time; returns the runs that failed."""
     failed: list[tuple[Run, Exception]] = []
     in_flight: dict[Run, object] = {}
     while pending or in_flight:
         failed_runs = {run for run, _ in failed}
         for run in list(pending):
-            if any(need in failed_runs for need in run.needs(tasks)):
+            if any(need in failed_runs for need in run.needs(tasks, seeds)):
                 pending.remove(run)
                 failed.append((run, BamError("not run: a run it needs failed")))
                 on_event("not run", run)
-        startable = [run for run in pending if all(need.is_done(out) for need in run.needs(tasks))]
+        startable = [run for run in pending if all(need.is_done(out) for need in run.needs(tasks, seeds))]
         if not startable and not in_flight:
             failed.extend((run, BamError("not run: a run it needs did not finish")) for run in pending)
             break
@@ -287,7 +321,7 @@ def _run_rows(sweep: Path, run: Run) -> list[dict]:
         return values
 
     base = {"condition": run.condition, "seed": run.seed}
-    teachers = CONDITIONS[run.condition].stage == "teachers"
+    teachers = CONDITIONS[run.condition].writes_store
     about = read("manifest.json" if teachers else "run.json")
     facts = {key: about.get(key) for key in RUN_FACTS}  # runs written before `processes` was recorded lack it
     if teachers:
@@ -312,7 +346,9 @@ def collect(sweep: Path, tasks: Sequence[str]) -> pd.DataFrame:
     latest command did not ask for.
     """
     seeds = sorted(int(folder.name[4:]) for folder in sweep.glob("seed*") if folder.name[4:].isdigit())
-    rows = [row for run in plan(tasks, seeds, CONDITIONS) if run.is_done(sweep) for row in _run_rows(sweep, run)]
+    # A run across seeds (an ensemble) has no seed to give a row; the students it teaches have theirs.
+    runs = [run for run in plan(tasks, seeds, CONDITIONS) if not CONDITIONS[run.condition].across_seeds]
+    rows = [row for run in runs if run.is_done(sweep) for row in _run_rows(sweep, run)]
     table = pd.DataFrame(rows, columns=["condition", "seed", "task", "score", "wall_seconds"] if not rows else None)
     # The per-task conditions get their average once every task of the seed has finished.
     per_task = [name for name, condition in CONDITIONS.items() if condition.per_task]

@@ -4,10 +4,12 @@ A task type is one class behind the `TaskType` protocol, registered in
 `TASK_TYPES`. It owns the label format (parsing, checking, its dtype), which
 specs and metrics make sense, the head's output size, the training targets
 (gold and teacher), the loss, predictions, what the metrics receive, a
-per-batch KPI for loss weighting, the unit that batches are made of, and how
-its answers look in a stock transformers classifier (`bam export`). No
-other module looks at a task's type name: a new type is a new class here plus
-one line in `TASK_TYPES`.
+per-batch KPI for loss weighting, the unit that batches are made of, how
+answers read for people (`bam predict`), how its answers look in a stock
+transformers classifier (`bam export`), and how
+several teachers' outputs average into one teacher's (`ensemble`). No other
+module looks at a task's type name: a new type is a new class here plus one
+line in `TASK_TYPES`.
 
 Targets and losses receive a `Batch` (the gold labels and, when distilling,
 the teacher's rows), so a type that needs more per example (a ranking type's
@@ -99,6 +101,15 @@ class TaskType(Protocol):
     def stock_outputs(self, task_name: str, spec: TaskSpec) -> StockOutputs:
         """Labels, problem type and output scaling of the task's exported classifier."""
 
+    def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The outputs to store for a teacher ensemble, from its members' stored outputs (the same rows in the same order).
+
+        What is averaged is what the student learns from, so that `teacher_targets` of the
+        result is the mean of the members' `teacher_targets`: probability distributions
+        (classification), values (regression); a ranking type would average each group's
+        candidate scores the same way, in the space its targets live in.
+        """
+
 
 class Classification:
     """Softmax over the label set; soft targets are probability distributions."""
@@ -155,6 +166,16 @@ class Classification:
 
     def stock_outputs(self, task_name: str, spec: TaskSpec) -> StockOutputs:
         return StockOutputs(spec.labels, "single_label_classification", scale=1.0, shift=0.0)
+
+    def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The log of the mean of the members' softmax distributions: its softmax is that mean distribution.
+
+        Averaging logits instead would give another distribution (a geometric mean, renormalised).
+        Computed as logsumexp of the log-probabilities, in float64: the log of a mean of
+        probabilities that underflowed to 0 in float32 would be -inf, which a store refuses.
+        """
+        log_probabilities = torch.stack([torch.log_softmax(member.double(), dim=-1) for member in outputs])
+        return (torch.logsumexp(log_probabilities, dim=0) - math.log(len(outputs))).float()
 
 
 class Regression:
@@ -216,6 +237,10 @@ class Regression:
         # The [0, 1] scaling is folded into the exported last layer: it answers on the task's original scale, as `predictions`.
         low, high = spec.label_range
         return StockOutputs((task_name,), "regression", scale=high - low, shift=low)
+
+    def ensemble(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The mean of the members' values (on the [0, 1] target scale, which is what they store)."""
+        return torch.stack([member.double() for member in outputs]).mean(dim=0).float()
 
 
 def _check_metrics(task_name: str, spec: TaskSpec, fitting: frozenset | set, described: str) -> None:

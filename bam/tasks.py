@@ -42,6 +42,14 @@ class Task:
         """The task's metrics for model outputs against gold labels (as the data holds them)."""
         return metrics.compute(self.spec.metrics, *self.type.metric_inputs(labels, outputs, self.spec))
 
+    def score_splits(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """The task's metrics on every evaluation split, from (gold labels, outputs); with several splits, names get the split as prefix."""
+        results = {}
+        for split, (labels, outputs) in splits.items():
+            for name, value in self.score(labels, outputs).items():
+                results[name if len(splits) == 1 else f"{split}_{name}"] = value
+        return results
+
 
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 

@@ -197,8 +197,42 @@ def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerp
         raise BamError(f"{where}: teacher label order {manifest['labels']} differs from the task's {list(task.spec.labels)}")
     if manifest["train_fingerprint"] != train_fingerprint:
         raise BamError(f"{where}: teacher was made from different training data (fingerprint {manifest['train_fingerprint'][:12]}, data {train_fingerprint[:12]}); retrain the teacher")
-    entry = manifest["files"]["train"]
-    path = store / task.name / entry["path"]
+    path, sha256 = _checked_file(store, task.name, manifest, "train")
+    _check_rows(path, train_ids, where)
+    # A fresh mapping, untouched: the outputs become resident only as the
+    # student reads their rows.
+    outputs = read_predictions(path).outputs
+    if outputs.shape[-1] != task.output_size:  # rows were checked with the ids
+        raise BamError(f"{where}: teacher outputs have shape {tuple(outputs.shape)}, the task needs {len(train_ids)} x {task.output_size}")
+    return Teacher(outputs, sha256)
+
+
+def read_split(store: Path, task_name: str, manifest: dict, split: str) -> Predictions:
+    """One split's predictions from a teacher's folder (mapped), checked against the manifest's checksum and for finite outputs.
+
+    `manifest` is the task's, from `read_manifest`; a teacher ensemble reads its members this way.
+    """
+    path, _ = _checked_file(store, task_name, manifest, split)
+    predictions = read_predictions(path)  # first: the finite check trusts the layout this checks
+    if not _outputs_are_finite(path):
+        raise BamError(f"{path}: outputs hold non-finite values (a diverged teacher?); retrain the teacher")
+    return predictions
+
+
+def stored_tasks(store: Path) -> list[str]:
+    """The tasks a store holds a finished teacher of, sorted; one line if `store` is not a store."""
+    if not store.is_dir():
+        raise BamError(f"teacher store {store} does not exist")
+    if (store / "manifest.json").is_file():  # an easy slip: the task folder given for its store
+        raise BamError(f"{store} is one task's folder, not a teacher store; give the folder above it ({store.parent})")
+    # Hidden folders are scratch (`.<task>.partial`, checkpoints): never finished teachers.
+    return sorted(folder.name for folder in store.iterdir() if not folder.name.startswith(".") and (folder / "manifest.json").is_file())
+
+
+def _checked_file(store: Path, task_name: str, manifest: dict, split: str) -> tuple[Path, str]:
+    """The path of one split's file and its SHA-256, once that matches the manifest."""
+    entry = manifest["files"][split]
+    path = store / task_name / entry["path"]
     if not path.is_file():
         raise BamError(f"{path}: missing")
     try:
@@ -207,13 +241,7 @@ def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerp
         raise BamError(f"{path}: unreadable ({error.strerror or error})") from None
     if sha256 != entry["sha256"]:
         raise BamError(f"{path}: checksum does not match the manifest (corrupted or truncated)")
-    _check_rows(path, train_ids, where)
-    # A fresh mapping, untouched: the outputs become resident only as the
-    # student reads their rows.
-    outputs = read_predictions(path).outputs
-    if outputs.shape[-1] != task.output_size:  # rows were checked with the ids
-        raise BamError(f"{where}: teacher outputs have shape {tuple(outputs.shape)}, the task needs {len(train_ids)} x {task.output_size}")
-    return Teacher(outputs, sha256)
+    return path, sha256
 
 
 def _check_rows(path: Path, train_ids: torch.Tensor, where: str) -> None:

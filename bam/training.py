@@ -452,10 +452,5 @@ def predict(
 
 def evaluate(model: MultiTaskModel, task: Task, dev_sets: dict, tokenizer, *, precision: str, batch_size: int):
     """Per-split outputs and the task's metrics; with several splits, metric names get the split as prefix."""
-    outputs, results = {}, {}
-    for split, dataset in dev_sets.items():
-        outputs[split] = predict(model, task, dataset, tokenizer, precision=precision, batch_size=batch_size)
-        gold = torch.as_tensor(column(dataset, "label"))
-        for name, value in task.score(gold, outputs[split]).items():
-            results[name if len(dev_sets) == 1 else f"{split}_{name}"] = value
-    return outputs, results
+    outputs = {split: predict(model, task, dataset, tokenizer, precision=precision, batch_size=batch_size) for split, dataset in dev_sets.items()}
+    return outputs, task.score_splits({split: (torch.as_tensor(column(dataset, "label")), outputs[split]) for split, dataset in dev_sets.items()})

@@ -31,8 +31,8 @@ def test_plan_adds_what_the_conditions_need_in_order():
     assert runs == [
         Run("single", 0, "rte"), Run("single", 0, "stsb"), Run("multi", 0), Run("bam", 0), Run("multi-multi", 0),
     ]  # fmt: skip
-    assert Run("single-single", 3, "rte").needs(TASKS) == [Run("single", 3, "rte")]
-    assert Run("bam", 1).needs(TASKS) == [Run("single", 1, "rte"), Run("single", 1, "stsb")]
+    assert Run("single-single", 3, "rte").needs(TASKS, [3]) == [Run("single", 3, "rte")]
+    assert Run("bam", 1).needs(TASKS, [0, 1]) == [Run("single", 1, "rte"), Run("single", 1, "stsb")]
     with pytest.raises(BamError, match="unknown condition 'bma'"):
         plan(TASKS, [0], ["bma"])
 
@@ -162,7 +162,7 @@ def test_a_condition_that_starts_from_another_conditions_model_waits_for_it_and_
     """Conditions are data: a new one (here MT-DNN-like per-task fine-tuning of the multi model) needs no code."""
     fine_tune = Condition("fine-tune", "student", starting_model="multi", per_task=True)
     monkeypatch.setitem(bam.conditions.CONDITIONS, "fine-tune", fine_tune)
-    assert Run("fine-tune", 0, "rte").needs(TASKS) == [Run("multi", 0)]
+    assert Run("fine-tune", 0, "rte").needs(TASKS, [0]) == [Run("multi", 0)]
     assert plan(TASKS, [0], ["fine-tune"]) == [Run("multi", 0), Run("fine-tune", 0, "rte"), Run("fine-tune", 0, "stsb")]
     table = sweep(recipe, tmp_path / "sweep", seeds=[0], conditions=["fine-tune"])
     assert set(table["condition"]) == {"multi", "fine-tune"}
@@ -180,3 +180,50 @@ def test_the_report_names_the_runs_a_sweep_folder_is_missing(recipe, tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 run(s) missing, not counted: seed1/multi" in " ".join(result.output.split())
     assert "**Missing runs:** 1 run(s)" in (tmp_path / "analysis" / "report.md").read_text()
+
+
+def test_bam_ensemble_students_are_taught_by_the_ensemble_of_every_seeds_teachers(recipe, tmp_path):
+    # One ensemble run per task for the whole sweep, after every seed's teachers of that task and before any student it teaches.
+    assert plan(TASKS, [0, 1], ["bam-ensemble"]) == [
+        Run("single", 0, "rte"), Run("single", 0, "stsb"), Run("single", 1, "rte"), Run("single", 1, "stsb"),
+        Run("ensemble", None, "rte"), Run("ensemble", None, "stsb"), Run("bam-ensemble", 0), Run("bam-ensemble", 1),
+    ]  # fmt: skip
+    assert Run("ensemble", None, "rte").needs(TASKS, [0, 1]) == [Run("single", 0, "rte"), Run("single", 1, "rte")]
+    assert Run("bam-ensemble", 1).needs(TASKS, [0, 1]) == [Run("ensemble", None, "rte"), Run("ensemble", None, "stsb")]
+    out = tmp_path / "sweep"
+    command = ["sweep", str(recipe), "--conditions", "bam-ensemble", "--seeds", "2", "--out", str(out), "--data-dir", str(GLUE_FIXTURE), "--set", 'tasks=["rte","stsb"]']
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "results.csv")
+    # The ensemble has no seed, so no row of its own; each seed's student and teachers have theirs.
+    assert table.groupby("condition").size().to_dict() == {"single": 6, "bam-ensemble": 6}
+    for task in TASKS:
+        manifest = json.loads((out / "ensemble" / task / "manifest.json").read_text())
+        assert [(member["seed"], member["store"]) for member in manifest["members"]] == [(seed, str(out / f"seed{seed}" / "single")) for seed in (0, 1)]
+    for seed in (0, 1):
+        config = json.loads((out / f"seed{seed}" / "bam-ensemble" / "config.json").read_text())
+        assert config["teacher_store"] == str(out / "ensemble") and config["student"]["anneal"] == "linear" and config["seed"] == seed
+    result = CliRunner().invoke(main, ["report", str(out), "--target", "bam-ensemble", "--out", str(tmp_path / "analysis"), "--samples", "100"])
+    assert result.exit_code == 0, result.output
+    report_text = (tmp_path / "analysis" / "report.md").read_text()
+    assert "| rte | bam-ensemble > single |" in report_text and "Missing runs" not in report_text
+    _, comparisons = report(out, tmp_path / "analysis", target="bam-ensemble", samples=100)
+    assert [len(item.bootstraps) for item in comparisons] == [2, 2, 0]  # the students' dev predictions found, seed by seed
+    # The ensemble taught these students: a command with other seeds, or a member retrained since, is refused before any run starts.
+    with pytest.raises(BamError, match=r"ensemble/rte: built from the teachers of seeds 0, 1, not of the seeds 0, 1, 2 asked for now; delete it"):
+        sweep(recipe, out, seeds=[0, 1, 2], conditions=["bam-ensemble"])
+    assert not (out / "seed2").exists()
+    shutil.rmtree(out / "seed1" / "single" / "stsb")
+    shutil.copytree(out / "seed0" / "single" / "stsb", out / "seed1" / "single" / "stsb")
+    with pytest.raises(BamError, match=r"ensemble/stsb: seed 1's teacher \(.*seed1/single/stsb\) is no longer the one it was built from"):
+        sweep(recipe, out, conditions=["bam-ensemble"])
+
+
+def test_an_ensemble_of_one_seed_is_refused(recipe, tmp_path):
+    command = ["sweep", str(recipe), "--conditions", "single,bam-ensemble", "--seeds", "1", "--out", str(tmp_path / "sweep"), "--data-dir", str(GLUE_FIXTURE)]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "bam: error: bam-ensemble: the ensemble of every seed's teachers needs at least 2 seeds, this sweep has 1 (an ensemble of one teacher is not an ensemble)"
+    )
+    assert not (tmp_path / "sweep").exists()
