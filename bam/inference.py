@@ -32,7 +32,6 @@ from bam.task_types import Answer
 from bam.tasks import Task, check_spec
 from bam.training import predict
 
-EXPORTED_TASK_FORMAT = "bam-exported-task/1"  # bam_task.json, written by bam.export
 Texts = Sequence[str] | Sequence[tuple[str, str]]
 
 
@@ -102,8 +101,10 @@ class _ExportedTask(nn.Module):
 def _load_exported_task(folder: Path) -> Model:
     from transformers import AutoModelForSequenceClassification
 
+    from bam.export import TASK_FORMAT  # the one writer of bam_task.json
+
     path = folder / "bam_task.json"
-    described = read_format(path, EXPORTED_TASK_FORMAT)
+    described = read_format(path, TASK_FORMAT)
     if not isinstance(described.get("task"), str) or not isinstance(described.get("spec"), dict) or not isinstance(described.get("max_length"), int):
         raise BamError(f"{path}: must hold the task's name ('task'), its 'spec' and 'max_length'")
     try:

@@ -91,6 +91,22 @@ def test_an_exported_task_answers_as_bam_does_through_the_model_and_the_pipeline
     assert answers.std() > 0  # a trained head with distinct answers, so a swapped or dropped weight shows
 
 
+@pytest.mark.parametrize("task_name", ["rte", "stsb"])
+def test_bam_load_and_bam_predict_answer_from_an_exported_folder_as_from_the_run(run, exported, task_name):
+    import bam as package
+
+    dev = load_task(MultiTaskModel.load(run / "model").tasks[task_name], GLUE_FIXTURE).dev["dev"]
+    pairs = list(zip(dev["text_a"], dev["text_b"]))
+    from_run = package.load(run).outputs(pairs, task_name)
+    from_export = package.load(exported / task_name)
+    assert list(from_export.tasks) == [task_name]
+    # The export folded the regression scale in; bam.load unfolds it, so raw outputs and answers agree.
+    assert (from_export.outputs(pairs, task_name) - from_run).abs().max().item() <= MAXIMUM_DIFFERENCE
+    result = bam("predict", exported / task_name, GLUE_FIXTURE / {"rte": "RTE", "stsb": "STS-B"}[task_name] / "dev.tsv", "--task", task_name)
+    assert result.exit_code == 0, result.output
+    assert f"{task_name} metrics on" in result.stderr
+
+
 def test_an_exported_folder_is_plain_transformers_with_the_tasks_labels(run, exported):
     for task_name, labels, problem in [("rte", ["entailment", "not_entailment"], "single_label_classification"), ("stsb", ["stsb"], "regression")]:
         folder = exported / task_name
