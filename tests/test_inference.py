@@ -8,16 +8,11 @@ import pytest
 import torch
 
 import bam
-from bam.cli import main
 from bam.errors import BamError
 from bam.teacher_store import read_predictions
 
 from conftest import GLUE_FIXTURE, write_recipe
-from click.testing import CliRunner
-
-
-def bam_command(*arguments):
-    return CliRunner().invoke(main, [str(argument) for argument in arguments], catch_exceptions=False)
+from test_cli import bam as bam_command
 
 
 @pytest.fixture(scope="module")

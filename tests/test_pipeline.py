@@ -3,15 +3,10 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from bam.cli import main
 
 from conftest import GLUE_FIXTURE, write_recipe
-
-
-def bam_command(*arguments):
-    return CliRunner().invoke(main, [str(argument) for argument in arguments], catch_exceptions=False)
+from test_cli import bam as bam_command
 
 
 def modified(folder):

@@ -6,16 +6,11 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import bam
-from bam.cli import main
 
 from conftest import GLUE_FIXTURE, write_recipe
-
-
-def bam_command(*arguments):
-    return CliRunner().invoke(main, [str(argument) for argument in arguments], catch_exceptions=False)
+from test_cli import bam as bam_command
 
 
 @pytest.fixture(scope="module")
