@@ -12,5 +12,5 @@ demo:
 
 test:
 	@.ci/setup test
-	@echo "test: python -m pytest -q (the default suite, about 5 minutes on 2 cores)" >&2
+	@echo "test: python -m pytest -q (the default suite)" >&2
 	@HF_HUB_OFFLINE=1 "$(BAM_VENV)/bin/python" -m pytest -q
