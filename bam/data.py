@@ -111,11 +111,12 @@ def load_task(task: Task, data_dir: DataDirectories) -> TaskData:
     return TaskData(task, train, dev)
 
 
-def _column_index(column: int | str, header: list[str] | None, path: Path) -> int:
+def column_index(column: int | str, header: list[str] | None, path: Path, no_header: str = "the task says the file has no header") -> int:
+    """A column's position in a delimited file: given as one, or looked up by name in the header (named once)."""
     if isinstance(column, int):
         return column
     if header is None:
-        raise BamError(f"{path}: column {column!r} is named, but the task says the file has no header")
+        raise BamError(f"{path}: column {column!r} is named, but {no_header}")
     if column not in header:
         raise BamError(f"{path}: no column named {column!r} in the header ({', '.join(header)})")
     if header.count(column) > 1:  # either could be meant; reading the first could train on the wrong field
@@ -166,7 +167,7 @@ def read_delimited(path: Path, spec: TaskSpec) -> datasets.Dataset:
     header = next(rows, None) if local.header else None
     if local.header and header is None:
         raise BamError(f"{path}: empty file")
-    columns = [_column_index(column, header, path) for column in (*local.text_columns, local.label_column)]
+    columns = [column_index(column, header, path) for column in (*local.text_columns, local.label_column)]
     names = [str(column) for column in (*local.text_columns, local.label_column)]
     label_type = task_type(spec.type, str(path))
     ids, texts_a, texts_b, labels = [], [], [], []

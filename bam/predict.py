@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from bam.data import column_index
 from bam.errors import BamError
 from bam.files import replaced_atomically
 from bam.inference import Model
@@ -165,12 +166,12 @@ def _delimited_records(path: Path, columns: Columns, input_format: str) -> Itera
                 raise BamError(f"{path}: empty file")
             positions = {}
             for column in (*columns.texts, *([columns.id] if columns.id is not None else [])):
-                positions[column] = _position(column, header, path)
+                positions[column] = column_index(column, header, path, "the file is read without a header (give positions, or drop --no-header)")
             # The label column is optional: where the header lacks it, the file simply has no labels.
             if isinstance(columns.label, int):
                 positions[columns.label] = columns.label
             elif columns.label is not None and header is not None and columns.label in header:
-                positions[columns.label] = header.index(columns.label)
+                positions[columns.label] = column_index(columns.label, header, path)
             for row in reader:
                 if row == [] or row == [""]:
                     continue
@@ -191,16 +192,6 @@ def _delimited_records(path: Path, columns: Columns, input_format: str) -> Itera
             raise BamError(f"{path}:{reader.line_num}: unreadable row ({error})") from None
         except UnicodeDecodeError as error:
             raise BamError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-
-
-def _position(column: int | str, header: list[str] | None, path: Path) -> int:
-    if isinstance(column, int):
-        return column
-    if header is None:
-        raise BamError(f"{path}: column {column!r} is named, but the file is read without a header (give positions, or drop --no-header)")
-    if column not in header:
-        raise BamError(f"{path}: no column named {column!r} in the header ({', '.join(header)})")
-    return header.index(column)
 
 
 def _json_records(path: Path, columns: Columns) -> Iterator[tuple[str, Callable]]:

@@ -110,6 +110,7 @@ def fixture_copy(tmp_path, name: str, text: str):
         ("in.xlsx", "a\tb\n", [], r"in.xlsx: not a supported input format \(the name must end in .tsv, .csv, .jsonl"),
         ("in.tsv", "index\tsentence1\tlabel\n0\tthe cat\tentailment\n", [], r"in.tsv: no column named 'sentence2' in the header \(index, sentence1, label\)"),
         ("in.tsv", "", [], "in.tsv: empty file"),
+        ("in.tsv", "sentence1\tsentence2\tsentence2\nthe cat\tthe dog\tthe owl\n", [], r"in.tsv: the header names column 'sentence2' 2 times"),
         ("in.tsv", "sentence1\tsentence2\n", [], "in.tsv: no rows to predict"),
         ("in.tsv", "sentence1\tsentence2\tlabel\nthe cat\tthe dog\tentailment\nthe cat\tthe dog\tmaybe\n", [], r"in.tsv:3: label 'maybe' is not one of"),
         ("in.tsv", "sentence1\tsentence2\tlabel\nthe cat\tthe dog\n", [], r"in.tsv:2: row has 2 fields, column 'label' \(position 2\) is missing"),
