@@ -65,15 +65,20 @@ class StudentConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class LocalFiles:
-    """Where a task lives in a local folder of delimited text files (GLUE's canonical TSV layout)."""
+    """Where a task lives in a local folder: delimited text files (GLUE's canonical TSV layout) or JSON lines."""
 
     folder: str = setting("", "sub-folder of the data directory, e.g. RTE")
-    text_columns: tuple[int | str, ...] = setting((), "one or two text columns: header names, or 0-based positions")
-    label_column: int | str = setting("label", "the gold label column: header name or 0-based position")
+    format: Literal["delimited", "jsonl"] = setting("delimited", "delimited text (one row per line) or JSON lines (one object per line, fields by name)")
+    text_columns: tuple[int | str, ...] = setting((), "one or two text columns: header names or JSON keys, or 0-based positions")
+    label_column: int | str = setting("label", "the gold label column: header name, JSON key or 0-based position")
+    id_column: int | str = setting("", "a column of unique non-negative integer ids to use as example ids ('': the row's number in its file)")
     train: str = setting("train.tsv", "training file inside the folder")
     dev: dict[str, str] = setting({"dev": "dev.tsv"}, "evaluation splits: split name -> file (MNLI has two)")
     header: bool = setting(True, "whether the first line names the columns (CoLA's files have none)")
     delimiter: str = setting("\t", "field separator; quotes are never interpreted, as in GLUE's files")
+    skip_labels: tuple[str, ...] = setting((), "labels that mean 'no gold label' (OCNLI's '-'): such rows are skipped and counted, not refused")
+    dev_fraction: float = setting(0.0, "hold out this share of the training file, stratified by label, as the 'dev' split (for tasks with no dev file)")
+    dev_seed: int = setting(0, "seeds the hold-out of `dev_fraction`, independently of the training seed")
 
 
 @dataclass(frozen=True)

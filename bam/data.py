@@ -1,11 +1,15 @@
 """Reading task data into `datasets.Dataset`s, fingerprinting it, tokenizing it, batching it.
 
 Every split becomes a Dataset with the columns `id` (a stable integer: the
-example's row in its file or hub split), `text_a`, `text_b` and `label` (a
-class index, or a regression target scaled to [0, 1]). Data comes from local
-data directories when any are given, otherwise from the hub. Several
-directories are searched in order, like a PATH: a task is read from the first
-one that holds its `local.folder` (GLUE in one, MNLI-dev in another).
+example's row in its file or hub split, or the file's own id column), `text_a`,
+`text_b` and `label` (a class index, or a regression target scaled to [0, 1]).
+Data comes from local data directories when any are given, otherwise from the
+hub. Several directories are searched in order, like a PATH: a task is read
+from the first one that holds its `local.folder` (GLUE in one, MNLI-dev in
+another). Local files are delimited text (`bam.data.read_split`) or JSON lines,
+read by the same row checks; rows whose label means "no gold label" (OCNLI's
+`-`, a hub's -1) are skipped and counted; a task without a dev file can hold
+out a seeded, stratified part of its training file instead (`local.dev_fraction`).
 
 Tokenized splits are cached on disk, so another seed, the student after the
 teachers, or a sweep's many runs do not tokenize the same data again. The cache
@@ -27,6 +31,7 @@ import csv
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import re
 import shutil
@@ -44,6 +49,8 @@ from bam.config import TaskSpec
 from bam.errors import BamError
 from bam.task_types import task_type
 from bam.tasks import Task
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,13 +109,40 @@ def load_task(task: Task, data_dir: DataDirectories) -> TaskData:
     if as_directories(data_dir):
         local = task.spec.local
         folder = task_folder(task, data_dir)
-        train = read_delimited(folder / local.train, task.spec)
-        dev = {split: read_delimited(folder / name, task.spec) for split, name in local.dev.items()}
+        train = read_split(folder / local.train, task.spec)
+        if local.dev_fraction > 0:
+            train, held_out = hold_out(train, task, folder / local.train)
+            dev = {"dev": held_out}
+        else:
+            dev = {split: read_split(folder / name, task.spec) for split, name in local.dev.items()}
     else:
         hub = task.spec.hub
+        if not hub.text_fields:  # a custom task declared for local files only: the hub would be asked for GLUE's default
+            raise BamError(f"task {task.name!r} has no hub source (no `hub.text_fields`); give the folder holding its files with --data-dir or BAM_DATA_DIR")
         train = read_hub(task.spec, hub.train)
         dev = {split: read_hub(task.spec, name) for split, name in hub.dev.items()}
     return TaskData(task, train, dev)
+
+
+def hold_out(dataset: datasets.Dataset, task: Task, path: Path) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, dev): `local.dev_fraction` of the rows held out with `local.dev_seed`, stratified by label where labels are classes.
+
+    Both parts keep the file's order and ids, so the split is the same on every
+    machine and for every training seed; changing the fraction or the seed
+    changes the training rows, and so the data fingerprint teachers are checked against.
+    """
+    from sklearn.model_selection import train_test_split
+
+    local = task.spec.local
+    labels = column(dataset, "label")
+    try:
+        kept, held = train_test_split(
+            np.arange(len(dataset)), test_size=local.dev_fraction, random_state=local.dev_seed,
+            stratify=labels if task.type.discrete_labels else None,
+        )  # fmt: skip
+    except ValueError as error:  # too few rows, or a class too rare to appear on both sides
+        raise BamError(f"{path}: cannot hold out dev_fraction = {local.dev_fraction:g} of {len(dataset)} rows: {error}") from None
+    return dataset.select(np.sort(kept)), dataset.select(np.sort(held))
 
 
 def column_index(column: int | str, header: list[str] | None, path: Path, no_header: str = "the task says the file has no header") -> int:
@@ -128,23 +162,27 @@ def column_index(column: int | str, header: list[str] | None, path: Path, no_hea
 _LONGEST_FIELD = 2**31 - 1  # the largest limit csv accepts on every platform
 
 
-def _rows(path: Path, spec: TaskSpec):
+def _opened(path: Path):
     try:
         # utf-8-sig: MRPC's files start with a byte-order mark. Bad bytes are kept as lone surrogates and
         # refused line by line, so the error names the line (a decode error would name a buffer offset).
-        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-            reader = csv.reader(_checked_lines(handle, path), delimiter=spec.local.delimiter, quoting=csv.QUOTE_NONE)
-            # Without quoting a field cannot run past its line, so csv's default field limit (131,072 characters)
-            # guards against nothing here and would refuse a long but legitimate text (a document, a long passage).
-            csv.field_size_limit(max(csv.field_size_limit(), _LONGEST_FIELD))
-            try:
-                yield from reader
-            except csv.Error as error:  # without quoting a row is one line, so the reader's count is the file's
-                raise BamError(f"{path}:{reader.line_num}: unreadable row ({error})") from None
+        return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except FileNotFoundError:
         raise BamError(f"{path}: data file not found") from None
     except OSError as error:
         raise BamError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def _rows(path: Path, delimiter: str):
+    with _opened(path) as handle:
+        reader = csv.reader(_checked_lines(handle, path), delimiter=delimiter, quoting=csv.QUOTE_NONE)
+        # Without quoting a field cannot run past its line, so csv's default field limit (131,072 characters)
+        # guards against nothing here and would refuse a long but legitimate text (a document, a long passage).
+        csv.field_size_limit(max(csv.field_size_limit(), _LONGEST_FIELD))
+        try:
+            yield from reader
+        except csv.Error as error:  # without quoting a row is one line, so the reader's count is the file's
+            raise BamError(f"{path}:{reader.line_num}: unreadable row ({error})") from None
 
 
 _UNDECODED = re.compile("[\udc80-\udcff]")
@@ -158,34 +196,102 @@ def _checked_lines(handle, path: Path):
         yield line
 
 
-def read_delimited(path: Path, spec: TaskSpec) -> datasets.Dataset:
-    """Read one split from a delimited text file, checking every row; quotes are literal text."""
-    local = spec.local
-    if not 1 <= len(local.text_columns) <= 2:
-        raise BamError(f"{path}: the task's `local.text_columns` must name one or two columns")
-    rows = _rows(path, spec)
+def _delimited_records(path: Path, local, columns: Sequence[int | str]):
+    """(row number counted from 0 after any header, where, field getter) per non-blank row of a delimited file."""
+    rows = _rows(path, local.delimiter)
     header = next(rows, None) if local.header else None
     if local.header and header is None:
         raise BamError(f"{path}: empty file")
-    columns = [column_index(column, header, path) for column in (*local.text_columns, local.label_column)]
-    names = [str(column) for column in (*local.text_columns, local.label_column)]
-    label_type = task_type(spec.type, str(path))
-    ids, texts_a, texts_b, labels = [], [], [], []
+    positions = {column: column_index(column, header, path) for column in columns}
     first_line = 2 if local.header else 1
     for line, row in enumerate(rows, start=first_line):
         if row == [] or row == [""]:
             continue  # blank lines hold no example, but keep their number so ids stay file rows
         where = f"{path}:{line}"
-        for name, index in zip(names, columns):
+
+        def field(column, row=row, where=where) -> str:
+            index = positions[column]
             if not -len(row) <= index < len(row):  # a negative position counts from the end, as in Python
-                raise BamError(f"{where}: row has {len(row)} fields, column {name!r} (position {index}) is missing")
-        ids.append(line - first_line)
-        texts_a.append(row[columns[0]])
-        texts_b.append(row[columns[1]] if len(local.text_columns) > 1 else None)
-        labels.append(label_type.parse_label(row[columns[-1]], spec, where))
+                raise BamError(f"{where}: row has {len(row)} fields, column {str(column)!r} (position {index}) is missing")
+            return row[index]
+
+        yield line - first_line, where, field
+
+
+def json_lines(path: Path):
+    """(line number, where, object) for each non-blank line of a JSON-lines file, each checked to be a JSON object."""
+    with _opened(path) as handle:
+        for number, line in enumerate(_checked_lines(handle, path), start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise BamError(f"{where}: not a JSON object ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise BamError(f"{where}: not a JSON object")
+            yield number, where, record
+
+
+def json_field(record: dict, key: str, where: str) -> str | None:
+    """A field of a JSON-lines record as text (labels and ids are compared as text), or None if absent or null."""
+    value = record.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # a numeric id or label: 3 reads as "3"
+    raise BamError(f"{where}: field {key!r} must be a string or a number, not {type(value).__name__}")
+
+
+def _json_records(path: Path, local, columns: Sequence[int | str]):
+    for number, where, record in json_lines(path):
+
+        def field(column, record=record, where=where) -> str:
+            value = json_field(record, column, where)
+            if value is None:
+                raise BamError(f"{where}: no field {column!r}")
+            return value
+
+        yield number - 1, where, field  # ids are 0-based lines, as a delimited file's rows
+
+
+def read_split(path: Path, spec: TaskSpec) -> datasets.Dataset:
+    """Read one split from a local file (delimited text, or JSON lines), checking every row."""
+    local = spec.local
+    if not 1 <= len(local.text_columns) <= 2:
+        raise BamError(f"{path}: the task's `local.text_columns` must name one or two columns")
+    has_ids = local.id_column != ""
+    columns = [*local.text_columns, local.label_column, *([local.id_column] if has_ids else [])]
+    records = (_json_records if local.format == "jsonl" else _delimited_records)(path, local, columns)
+    label_type = task_type(spec.type, str(path))
+    ids, texts_a, texts_b, labels, first_seen = [], [], [], [], {}
+    skipped = 0
+    for row, where, field in records:
+        texts = [field(column) for column in local.text_columns]
+        raw_label = field(local.label_column)
+        if raw_label in local.skip_labels:
+            skipped += 1
+            continue
+        example_id = _example_id(field(local.id_column), where) if has_ids else row
+        if example_id in first_seen:  # ids align teacher predictions with examples: two rows may not share one
+            raise BamError(f"{where}: id {example_id} is used again (first at {first_seen[example_id]})")
+        first_seen[example_id] = where
+        ids.append(example_id)
+        texts_a.append(texts[0])
+        texts_b.append(texts[1] if len(texts) > 1 else None)
+        labels.append(label_type.parse_label(raw_label, spec, where))
+    if skipped:
+        logger.info("%s: skipped %d row(s) without a gold label (skip_labels: %s)", path, skipped, ", ".join(local.skip_labels))
     if not labels:
         raise BamError(f"{path}: no examples")
     return _to_dataset(ids, texts_a, texts_b, labels, spec)
+
+
+def _example_id(raw: str, where: str) -> int:
+    if not raw.isdecimal() or not raw.isascii() or int(raw) >= 2**63:
+        raise BamError(f"{where}: id {raw!r} is not a non-negative integer")
+    return int(raw)
 
 
 def read_hub(spec: TaskSpec, split: str) -> datasets.Dataset:
@@ -203,8 +309,13 @@ def read_hub(spec: TaskSpec, split: str) -> datasets.Dataset:
     texts_a = raw[hub.text_fields[0]][:]
     texts_b = raw[hub.text_fields[1]][:] if len(hub.text_fields) > 1 else [None] * len(raw)
     label_type = task_type(spec.type, f"{hub.path}/{hub.name}")
-    labels = [label_type.hub_label(value, spec, f"{hub.path}/{hub.name}:{split}[{row}]") for row, value in enumerate(raw[hub.label_field][:])]
-    return _to_dataset(list(range(len(labels))), texts_a, texts_b, labels, spec)
+    # -1 is the datasets library's "no label" for a class label (CLUE's OCNLI rows without a gold label).
+    kept = [row for row, value in enumerate(raw[hub.label_field][:]) if not (label_type.discrete_labels and value == -1)]
+    if len(kept) < len(raw):
+        logger.info("%s/%s split %s: skipped %d row(s) without a gold label (-1)", hub.path, hub.name, split, len(raw) - len(kept))
+    values = raw[hub.label_field][:]
+    labels = [label_type.hub_label(values[row], spec, f"{hub.path}/{hub.name}:{split}[{row}]") for row in kept]
+    return _to_dataset(kept, [texts_a[row] for row in kept], [texts_b[row] for row in kept], labels, spec)
 
 
 def _to_dataset(ids, texts_a, texts_b, labels, spec: TaskSpec) -> datasets.Dataset:

@@ -1,8 +1,15 @@
-"""GLUE metrics by name, from scikit-learn and scipy, and the per-task and average scores.
+"""Metrics by name, from scikit-learn and scipy, and the per-task and average scores.
 
 Every metric is reported on GLUE's 0-100 scale. A task's score is the mean of
 its metrics over all its evaluation splits (MRPC: F1 and accuracy; STS-B:
 Pearson and Spearman; MNLI: matched and mismatched accuracy).
+
+`f1` is GLUE's binary F1 of the second label. `macro_f1` (the CLUE/Tianchi
+challenge's score), `micro_f1` and `weighted_f1` are sklearn's `f1_score`
+averages over the task's whole label set, so a class that neither the gold
+labels nor the predictions contain counts as an F1 of 0 rather than being
+left out (sklearn's default when it is not told the labels; the two agree on
+any dev set that holds every class).
 """
 
 from __future__ import annotations
@@ -14,25 +21,34 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as sk
 
-MetricFunction = Callable[[np.ndarray, np.ndarray], float]
+# (gold, predicted, the task's class indices; empty for regression) -> value
+MetricFunction = Callable[[np.ndarray, np.ndarray, Sequence[int]], float]
+
+
+def _f1_average(average: str) -> MetricFunction:
+    return lambda gold, predicted, classes: sk.f1_score(gold, predicted, labels=list(classes), average=average, zero_division=0.0)
+
 
 METRICS: dict[str, MetricFunction] = {
-    "accuracy": lambda gold, predicted: sk.accuracy_score(gold, predicted),
-    "f1": lambda gold, predicted: sk.f1_score(gold, predicted, pos_label=1, zero_division=0.0),
-    "mcc": lambda gold, predicted: sk.matthews_corrcoef(gold, predicted),
-    "pearson": lambda gold, predicted: stats.pearsonr(gold, predicted).statistic,
-    "spearman": lambda gold, predicted: stats.spearmanr(gold, predicted).statistic,
+    "accuracy": lambda gold, predicted, classes: sk.accuracy_score(gold, predicted),
+    "f1": lambda gold, predicted, classes: sk.f1_score(gold, predicted, pos_label=1, zero_division=0.0),
+    "macro_f1": _f1_average("macro"),
+    "micro_f1": _f1_average("micro"),
+    "weighted_f1": _f1_average("weighted"),
+    "mcc": lambda gold, predicted, classes: sk.matthews_corrcoef(gold, predicted),
+    "pearson": lambda gold, predicted, classes: stats.pearsonr(gold, predicted).statistic,
+    "spearman": lambda gold, predicted, classes: stats.spearmanr(gold, predicted).statistic,
 }
 
 
-def compute(names: Sequence[str], gold: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+def compute(names: Sequence[str], gold: np.ndarray, predicted: np.ndarray, classes: Sequence[int] = ()) -> dict[str, float]:
     """Each named metric on a 0-100 scale; a correlation of constant predictions counts as 0."""
     results = {}
     for name in names:
         with warnings.catch_warnings():
             # A collapsed model predicts a constant; that is a score of 0, not a warning per batch.
             warnings.simplefilter("ignore", stats.ConstantInputWarning)
-            value = float(METRICS[name](np.asarray(gold), np.asarray(predicted)))
+            value = float(METRICS[name](np.asarray(gold), np.asarray(predicted), classes))
         results[name] = 100.0 * (0.0 if np.isnan(value) else value)
     return results
 

@@ -66,9 +66,13 @@ class TaskType(Protocol):
     name: str
     label_dtype: str  # the `datasets` dtype of the label column
     batch_unit: str  # what a batch is made of: "example" (a group of candidates, for ranking)
+    discrete_labels: bool  # labels are classes: a held-out dev split is stratified by them, a hub's -1 means "no label"
 
     def check_spec(self, task_name: str, spec: TaskSpec) -> None:
         """Refuse a spec this type cannot train, naming the task and field."""
+
+    def fitting_metrics(self, spec: TaskSpec) -> list[str]:
+        """The metrics (of `bam.metrics.METRICS`) that make sense for this task, in registry order."""
 
     def parse_label(self, raw: str, spec: TaskSpec, where: str) -> int | float:
         """A label from a text file, checked; `where` names the file and line."""
@@ -117,14 +121,16 @@ class Classification:
     name = "classification"
     label_dtype = "int64"
     batch_unit = "example"
+    discrete_labels = True
 
     def check_spec(self, task_name: str, spec: TaskSpec) -> None:
         if len(spec.labels) < 2:
             raise BamError(f"task {task_name!r}: a classification task needs at least two `labels`")
-        fitting = metrics.METRICS.keys() - CORRELATIONS
-        if len(spec.labels) > 2:
-            fitting = fitting - {"f1"}  # binary F1 of the positive class only
-        _check_metrics(task_name, spec, fitting, f"a classification task with {len(spec.labels)} labels")
+        _check_metrics(task_name, spec, self.fitting_metrics(spec), f"a classification task with {len(spec.labels)} labels")
+
+    def fitting_metrics(self, spec: TaskSpec) -> list[str]:
+        binary_only = {"f1"} if len(spec.labels) != 2 else set()  # binary F1 of the positive class only
+        return [name for name in metrics.METRICS if name not in CORRELATIONS | binary_only]
 
     def parse_label(self, raw: str, spec: TaskSpec, where: str) -> int:
         if raw not in spec.labels:
@@ -184,11 +190,15 @@ class Regression:
     name = "regression"
     label_dtype = "float32"
     batch_unit = "example"
+    discrete_labels = False
 
     def check_spec(self, task_name: str, spec: TaskSpec) -> None:
         if not -math.inf < spec.label_range[0] < spec.label_range[1] < math.inf:
             raise BamError(f"task {task_name!r}: `label_range` must be [low, high] with low < high, both finite")
-        _check_metrics(task_name, spec, CORRELATIONS, "a regression task")
+        _check_metrics(task_name, spec, self.fitting_metrics(spec), "a regression task")
+
+    def fitting_metrics(self, spec: TaskSpec) -> list[str]:
+        return [name for name in metrics.METRICS if name in CORRELATIONS]
 
     def parse_label(self, raw: str, spec: TaskSpec, where: str) -> float:
         try:
@@ -243,10 +253,10 @@ class Regression:
         return torch.stack([member.double() for member in outputs]).mean(dim=0).float()
 
 
-def _check_metrics(task_name: str, spec: TaskSpec, fitting: frozenset | set, described: str) -> None:
+def _check_metrics(task_name: str, spec: TaskSpec, fitting: list[str], described: str) -> None:
     for metric in spec.metrics:
         if metric not in fitting:
-            raise BamError(f"task {task_name!r}: metric {metric!r} does not fit {described}")
+            raise BamError(f"task {task_name!r}: metric {metric!r} does not fit {described} (these do: {', '.join(fitting)})")
 
 
 TASK_TYPES: dict[str, TaskType] = {task_type.name: task_type for task_type in (Classification(), Regression())}

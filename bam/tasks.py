@@ -17,7 +17,7 @@ from pathlib import PurePath
 import torch
 
 from bam import metrics
-from bam.config import Recipe, TaskSpec, build, did_you_mean
+from bam.config import LocalFiles, Recipe, TaskSpec, build, did_you_mean
 from bam.errors import BamError
 from bam.heads import head_kind
 from bam.task_types import TaskType, task_type
@@ -40,7 +40,8 @@ class Task:
 
     def score(self, labels: torch.Tensor, outputs: torch.Tensor) -> dict[str, float]:
         """The task's metrics for model outputs against gold labels (as the data holds them)."""
-        return metrics.compute(self.spec.metrics, *self.type.metric_inputs(labels, outputs, self.spec))
+        classes = range(len(self.spec.labels))  # the label set F1 averages run over (empty for regression)
+        return metrics.compute(self.spec.metrics, *self.type.metric_inputs(labels, outputs, self.spec), classes)
 
     def score_splits(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """The task's metrics on every evaluation split, from (gold labels, outputs); with several splits, names get the split as prefix."""
@@ -71,12 +72,15 @@ def check_spec(name: str, spec: TaskSpec) -> None:
         raise BamError(f"task {name!r}: `labels` names a label twice")
     if len(spec.local.delimiter) != 1:
         raise BamError(f"task {name!r}: `local.delimiter` must be one character, got {spec.local.delimiter!r}")
+    kind = task_type(spec.type, name)
     unknown = [metric for metric in spec.metrics if metric not in metrics.METRICS]
     if unknown:
-        raise BamError(f"task {name!r}: unknown metric {unknown[0]!r}{did_you_mean(unknown[0], metrics.METRICS)}")
+        fitting = ", ".join(kind.fitting_metrics(spec))
+        raise BamError(f"task {name!r}: unknown metric {unknown[0]!r}{did_you_mean(unknown[0], metrics.METRICS)}; metrics that fit this task: {fitting}")
     if not spec.metrics:
         raise BamError(f"task {name!r}: `metrics` must name at least one metric")
-    task_type(spec.type, name).check_spec(name, spec)
+    kind.check_spec(name, spec)
+    _check_local(name, spec)
     head_kind(spec.head, name).check_options(name, spec.head_options)
     local_paths = {"local.folder": spec.local.folder, "local.train": spec.local.train, **{f"local.dev.{split}": name for split, name in spec.local.dev.items()}}
     for where, path in local_paths.items():
@@ -88,6 +92,28 @@ def check_spec(name: str, spec: TaskSpec) -> None:
         for split in splits:
             if not TASK_NAME.fullmatch(split):  # it names prediction files
                 raise BamError(f"task {name!r}: split name {split!r} in `{where}` is not letters, digits, '_' and '-'")
+
+
+def _check_local(name: str, spec: TaskSpec) -> None:
+    """Refuse local-file settings that would read the wrong rows or fields without an error."""
+    local = spec.local
+    columns = {"local.text_columns": local.text_columns, "local.label_column": (local.label_column,), "local.id_column": (local.id_column,) if local.id_column != "" else ()}
+    for where, given in columns.items():
+        positional = [column for column in given if isinstance(column, int)]
+        if positional and local.format == "jsonl":
+            raise BamError(f"task {name!r}: `{where}` gives position {positional[0]}, but JSON lines have keys, not positions; name the field")
+        if positional and local.format == "delimited" and local.header:
+            # The first line would be taken as a header and lost: an example per file gone, every id shifted.
+            raise BamError(f"task {name!r}: `{where}` gives position {positional[0]} while `local.header` is true; set header = false for a file without a header line, or name the column")
+    if not 0 <= local.dev_fraction < 1:
+        raise BamError(f"task {name!r}: `local.dev_fraction` = {local.dev_fraction!r} must be in [0, 1) (0: read the dev files)")
+    if local.dev_fraction > 0 and local.dev != LocalFiles().dev:
+        raise BamError(f"task {name!r}: `local.dev` and `local.dev_fraction` both give a dev split; keep one")
+    if not 0 <= local.dev_seed < 2**32:
+        raise BamError(f"task {name!r}: `local.dev_seed` must be between 0 and 2**32 - 1")
+    clashing = [label for label in local.skip_labels if label in spec.labels]
+    if clashing:
+        raise BamError(f"task {name!r}: {clashing[0]!r} is both a label and in `local.skip_labels`")
 
 
 def resolve(recipe: Recipe, only: str | None = None) -> list[Task]:

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 import bam.data
 from bam.config import Recipe
 from bam.data import (
-    cache_directory, column, fingerprint, load_task, load_tokenized, read_delimited,
+    cache_directory, column, fingerprint, load_task, load_tokenized, read_split,
     tokenizer_identity,
 )  # fmt: skip
 from bam.errors import BamError
@@ -43,11 +43,11 @@ def test_negative_column_positions_count_from_the_end(tmp_path):
 
     (tmp_path / "train.tsv").write_text("x\tfirst text\tyes\ny\tsecond text\tno\n")
     spec = TaskSpec(labels=("no", "yes"), local=LocalFiles(text_columns=(-2,), label_column=-1, header=False))
-    data = read_delimited(tmp_path / "train.tsv", spec)
+    data = read_split(tmp_path / "train.tsv", spec)
     assert (data["text_a"], data["label"]) == (["first text", "second text"], [1, 0])
     too_far = TaskSpec(labels=("no", "yes"), local=LocalFiles(text_columns=(-9,), label_column=-1, header=False))
     with pytest.raises(BamError, match=r"train.tsv:1: row has 3 fields, column '-9' \(position -9\) is missing"):
-        read_delimited(tmp_path / "train.tsv", too_far)
+        read_split(tmp_path / "train.tsv", too_far)
 
 
 def test_regression_labels_are_scaled_to_unit_range():
@@ -68,7 +68,7 @@ def broken(tmp_path, text, name="rte"):
     folder = tmp_path / "RTE"
     folder.mkdir(exist_ok=True)
     (folder / "train.tsv").write_text(text)
-    return lambda: read_delimited(folder / "train.tsv", task(name).spec)
+    return lambda: read_split(folder / "train.tsv", task(name).spec)
 
 
 HEADER = "index\tsentence1\tsentence2\tlabel\n"
@@ -95,13 +95,13 @@ def test_bad_bytes_are_named_with_their_line_and_long_fields_read_whole(tmp_path
     rows = "".join(f"{index}\ta\tb\tentailment\n" for index in range(3000))  # well past the first read buffer
     (folder / "train.tsv").write_bytes((HEADER + rows).encode() + b"3000\ta \xff\tb\tentailment\n")
     with pytest.raises(BamError, match=r"train.tsv:3002: not UTF-8 text \(byte 0xff at character 7 of the line\)"):
-        read_delimited(folder / "train.tsv", task("rte").spec)
+        read_split(folder / "train.tsv", task("rte").spec)
     # A long text is read whole, past Python csv's default limit of 131,072 characters.
     (folder / "train.tsv").write_text(HEADER + "0\ta\tb\tentailment\n" + "1\t" + "x" * 200_000 + "\tb\tentailment\n")
-    assert read_delimited(folder / "train.tsv", task("rte").spec)[1]["text_a"] == "x" * 200_000
+    assert read_split(folder / "train.tsv", task("rte").spec)[1]["text_a"] == "x" * 200_000
     # A byte-order mark opens the first line only (MRPC's files have one); it is not text.
     (folder / "train.tsv").write_bytes(b"\xef\xbb\xbf" + (HEADER + "0\ta\tb\tentailment\n").encode())
-    assert read_delimited(folder / "train.tsv", task("rte").spec)[0]["text_a"] == "a"
+    assert read_split(folder / "train.tsv", task("rte").spec)[0]["text_a"] == "a"
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
@@ -109,7 +109,7 @@ def test_every_line_ending_reads_alike(tmp_path, newline):
     folder = tmp_path / "RTE"
     folder.mkdir()
     (folder / "train.tsv").write_bytes(newline.join([HEADER.strip(), "0\ta\tb\tentailment", "1\tc é\td\tnot_entailment", ""]).encode())
-    data = read_delimited(folder / "train.tsv", task("rte").spec)
+    data = read_split(folder / "train.tsv", task("rte").spec)
     assert (data["text_a"], data["text_b"], data["label"], data["id"]) == (["a", "c é"], ["b", "d"], [0, 1], [0, 1])
 
 
@@ -119,10 +119,10 @@ def test_non_numeric_regression_label_is_named(tmp_path):
     header = (GLUE_FIXTURE / "STS-B" / "train.tsv").read_text().splitlines()[0]
     (folder / "train.tsv").write_text(header + "\n0\tg\tf\ty\to\ts\ts\ta b\tc d\tfive\n")
     with pytest.raises(BamError, match=r"train.tsv:2: regression label 'five' is not a number"):
-        read_delimited(folder / "train.tsv", task("stsb").spec)
+        read_split(folder / "train.tsv", task("stsb").spec)
     (folder / "train.tsv").write_text(header + "\n0\tg\tf\ty\to\ts\ts\ta b\tc d\t7.5\n")
     with pytest.raises(BamError, match=r"train.tsv:2: regression label '7.5' is outside the task's label_range \[0, 5\]"):
-        read_delimited(folder / "train.tsv", task("stsb").spec)
+        read_split(folder / "train.tsv", task("stsb").spec)
 
 
 def test_missing_file_is_named(tmp_path):
@@ -162,10 +162,23 @@ def test_hub_label_outside_the_label_set_is_named(monkeypatch):
 
     monkeypatch.setattr(
         datasets, "load_dataset",
-        lambda path, name, split: datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [-1]}),
+        lambda path, name, split: datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [5]}),
     )  # fmt: skip
-    with pytest.raises(BamError, match=r"nyu-mll/glue/rte:train\[0\]: label -1 is not an index"):
+    with pytest.raises(BamError, match=r"nyu-mll/glue/rte:train\[0\]: label 5 is not an index"):
         load_task(task("rte"), None)
+
+
+def test_hub_rows_without_a_gold_label_are_skipped_keeping_their_ids(monkeypatch, caplog):
+    import datasets
+
+    monkeypatch.setattr(
+        datasets, "load_dataset",
+        lambda path, name, split: datasets.Dataset.from_dict({"sentence1": ["a", "b", "c"], "sentence2": ["x", "y", "z"], "label": [1, -1, 0]}),
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger="bam"):
+        data = load_task(task("rte"), None)
+    assert (data.train["id"], data.train["text_a"], data.train["label"]) == ([0, 2], ["a", "c"], [1, 0])
+    assert "skipped 1 row(s) without a gold label (-1)" in caplog.text
 
 
 def test_ids_are_file_rows_even_after_a_blank_line(tmp_path):
@@ -189,7 +202,7 @@ def test_a_task_without_text_columns_is_refused(tmp_path):
 
     spec = TaskSpec(labels=("a", "b"), local=LocalFiles(folder="X", label_column="tag"))
     with pytest.raises(BamError, match="`local.text_columns` must name one or two columns"):
-        read_delimited(tmp_path / "train.tsv", spec)
+        read_split(tmp_path / "train.tsv", spec)
 
 
 # The tokenization cache. Every test points BAM_CACHE_DIR at its own folder, never at the real ~/.cache.
@@ -401,7 +414,7 @@ def test_a_header_naming_a_used_column_twice_is_refused(tmp_path):
     folder.mkdir()
     (folder / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\tsentence1\n0\ta\tb\tentailment\t3\n")
     with pytest.raises(BamError, match=r"train.tsv: the header names column 'sentence1' 2 times \(positions 1, 4\)"):
-        read_delimited(folder / "train.tsv", task("rte").spec)
+        read_split(folder / "train.tsv", task("rte").spec)
     # A duplicated column the task does not use is harmless.
     (folder / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\tnote\tnote\n0\ta\tb\tentailment\tx\ty\n")
-    assert read_delimited(folder / "train.tsv", task("rte").spec)[0]["text_a"] == "a"
+    assert read_split(folder / "train.tsv", task("rte").spec)[0]["text_a"] == "a"

@@ -28,3 +28,12 @@ def test_task_score_is_the_mean_of_metrics_and_average_is_over_tasks():
     summary = metrics.summarize({"mrpc": {"f1": 90.0, "accuracy": 80.0}, "rte": {"accuracy": 60.0}})
     assert summary["tasks"]["mrpc"] == {"f1": 90.0, "accuracy": 80.0, "score": 85.0}
     assert summary["average"] == pytest.approx(72.5)
+
+
+def test_f1_averages_over_the_label_set_match_hand_computed_values():
+    # Per class: 0 -> P 1, R 1/2, F1 2/3; 1 -> P 1/3, R 1, F1 1/2; 2 -> no hit, F1 0 (supports 2, 1, 1).
+    gold, predicted = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1])
+    values = metrics.compute(["macro_f1", "micro_f1", "weighted_f1"], gold, predicted, classes=range(3))
+    assert values == pytest.approx({"macro_f1": 100 * (2 / 3 + 1 / 2) / 3, "micro_f1": 50.0, "weighted_f1": 100 * (2 * 2 / 3 + 1 / 2) / 4})
+    # A fourth class that neither side contains is part of the task's label set: it counts, with F1 0.
+    assert metrics.compute(["macro_f1"], gold, predicted, classes=range(4)) == pytest.approx({"macro_f1": 100 * (2 / 3 + 1 / 2) / 4})

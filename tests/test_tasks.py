@@ -95,11 +95,11 @@ def test_a_task_cannot_be_called_average():
     ],
 )
 def test_task_paths_cannot_leave_the_data_directory(local, key):
-    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=LocalFiles(text_columns=(0,), **local))})
+    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=LocalFiles(text_columns=(0,), header=False, **local))})
     with pytest.raises(BamError, match=rf"`{key}` = .* must be a relative path inside the data directory"):
         resolve(recipe)
 
 
 def test_task_paths_may_name_sub_folders():
-    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=LocalFiles(folder="nli/MNLI-dev", text_columns=(0,)))})
+    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=LocalFiles(folder="nli/MNLI-dev", text_columns=(0,), header=False))})
     assert resolve(recipe)[0].spec.local.folder == "nli/MNLI-dev"
