@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -159,6 +161,21 @@ def main():
     from bam.training import quiet_libraries
 
     quiet_libraries()
+    _show_notices()
+
+
+class _ConsoleNotices(logging.Handler):
+    """The stages' notices (`logging.getLogger("bam")`: rows skipped for having no gold label), one line each on the console."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"[dim]note:[/] {escape(record.getMessage())}", soft_wrap=True, highlight=False)
+
+
+def _show_notices() -> None:
+    notices = logging.getLogger("bam")
+    notices.setLevel(logging.INFO)
+    if not any(isinstance(handler, _ConsoleNotices) for handler in notices.handlers):  # main() runs again per command in tests
+        notices.addHandler(_ConsoleNotices())
 
 
 @main.command("train-teachers")
@@ -258,9 +275,13 @@ def default_run_folder(recipe: Path, loaded, subset: list, overrides: tuple[str,
 @click.option("--label-column", help="Gold label column, for metrics. Default: the task's (with --text-columns, only if the task names it).")
 @click.option("--header/--no-header", default=None, help="Whether a TSV/CSV file's first line names its columns. Default: yes, or as the task's files are.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Examples per batch (batches are sorted by length).")
+@click.option(
+    "--format", "input_format", type=click.Choice(["tsv", "csv", "jsonl", "task"]),
+    help="How to read INPUT: tsv (quotes literal), csv (quoted), jsonl, or task (as the task's own files). Default: task if INPUT's name ends like the task's training file, else by its suffix.",
+)  # fmt: skip
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True, help="fp32, or bf16 autocast ('auto': bf16 where it is fast).")
 @reports_errors
-def predict_command(model, input_file, task_name, out, text_columns, id_column, label_column, header, batch_size, precision):
+def predict_command(model, input_file, task_name, out, text_columns, id_column, label_column, header, batch_size, input_format, precision):
     """Answer every row of INPUT (TSV, CSV or JSON lines) with MODEL's head for --task.
 
     MODEL is a run directory, a teacher-store task folder or an exported model.
@@ -286,7 +307,7 @@ def predict_command(model, input_file, task_name, out, text_columns, id_column, 
 
         scores = predict_file(
             loaded, input_file, task_name, out=out, text_columns=columns, id_column=id_column, label_column=label_column, header=header, batch_size=batch_size,
-            precision=precision, on_start=lambda total: progress.update(bar, total=total), on_batch=advance,
+            input_format=input_format, precision=precision, on_start=lambda total: progress.update(bar, total=total), on_batch=advance,
         )  # fmt: skip
     seconds = time.perf_counter() - started
     console.print(f"predicted {input_file} with {model} ({task_name}) in {seconds:.1f} s" + (f", written to {out}" if out else ""), soft_wrap=True)

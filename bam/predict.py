@@ -6,9 +6,13 @@ column, the label column if present) -> predict (`bam.inference`) -> write
 score (the task's metrics, when every row has a label).
 
 Columns come from `--text-columns` or else the task's spec (`local.text_columns`,
-the names or positions its training files use). TSV files are read as GLUE's
-are: tab-separated, quotes taken literally; CSV files with standard quoting.
-Rows are numbered from 0 after the header, as bam numbers training examples.
+the names or positions its training files use, and its `id_column`). A file
+whose name ends like the task's own training file is read as those are (the
+spec's delimiter or JSON lines: Tianchi's tab-separated `.csv` files); other
+TSV files are read as GLUE's are (tab-separated, quotes taken literally), CSV
+files with standard quoting; `--format` overrides both. Rows are numbered from
+0 after the header, as bam numbers training examples. A row whose label is one
+of the task's `skip_labels` (OCNLI's `-`) is answered but not scored.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from bam.data import column_index
+from bam.data import column_index, json_field, json_lines
 from bam.errors import BamError
 from bam.files import replaced_atomically
 from bam.inference import Model
@@ -40,7 +44,8 @@ class Rows:
 
     ids: list[str | int]
     texts: list[str] | list[tuple[str, str]]
-    labels: torch.Tensor | None  # parsed as the task parses its training labels; None when the file has none
+    labels: torch.Tensor | None  # of the scored rows, parsed as the task parses its training labels; None when the file has none
+    scored: list[int]  # the rows with a gold label (not one of the task's skip_labels)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ def predict_file(
     id_column: str | None = None,
     label_column: str | None = None,
     header: bool | None = None,
+    input_format: str | None = None,
     batch_size: int = 128,
     precision: str = "fp32",
     on_start: Callable[[int], None] = lambda total: None,
@@ -73,7 +79,7 @@ def predict_file(
     task = model.task(task_name)
     output_format = _output_format(out)
     columns = choose_columns(task, text_columns, id_column, header, label_column)
-    rows = read_rows(input_path, task, columns)
+    rows = read_rows(input_path, task, columns, input_format)
 
     # predict
     on_start(len(rows.texts))
@@ -81,7 +87,7 @@ def predict_file(
 
     # write, score
     write_answers(out, output_format, rows.ids, task.type.answers(outputs, task.spec))
-    return task.score(rows.labels, outputs) if rows.labels is not None else None
+    return task.score(rows.labels, outputs[rows.scored]) if rows.labels is not None else None
 
 
 def choose_columns(
@@ -102,6 +108,8 @@ def choose_columns(
         if not local.text_columns:
             raise BamError(f"task {task.name!r} names no text columns (local.text_columns); give --text-columns")
         texts, default_header, default_label = local.text_columns, local.header, local.label_column
+        if not id_column and local.id_column != "":
+            id_column = str(local.id_column)
     label = _column(label_column) if label_column is not None else default_label
     return Columns(texts, label, _column(id_column) if id_column else None, default_header if header is None else header)
 
@@ -110,13 +118,11 @@ def _column(given: str) -> int | str:
     return int(given) if given.isdigit() else given
 
 
-def read_rows(path: Path, task: Task, columns: Columns) -> Rows:
-    """The ids, texts and (when every row has one) labels of an input file, each row checked."""
-    input_format = INPUT_FORMATS.get(path.suffix.lower())
-    if input_format is None:
-        raise BamError(f"{path}: not a supported input format (the name must end in {', '.join(INPUT_FORMATS)})")
-    records = _json_records(path, columns) if input_format == "jsonl" else _delimited_records(path, columns, input_format)
-    ids, texts, raw_labels = [], [], []
+def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None = None) -> Rows:
+    """The ids, texts and (when the rows have them) labels of an input file, each row checked."""
+    reading = _reading(path, task, given_format)
+    records = _json_records(path, columns) if reading is None else _delimited_records(path, columns, reading)
+    ids, texts, raw_labels, scored = [], [], [], []
     has_labels = None
     for row_number, (where, fields) in enumerate(records):
         found = [fields(column) for column in columns.texts]
@@ -130,12 +136,25 @@ def read_rows(path: Path, task: Task, columns: Columns) -> Rows:
             has_labels = label is not None  # the first row (or a header naming the column) decides; every row must agree
         if has_labels != (label is not None):
             raise BamError(f"{where}: {'no' if has_labels else 'a'} label column {columns.label!r}, unlike the first row")
-        if has_labels:
+        if has_labels and label not in task.spec.local.skip_labels:
             raw_labels.append(task.type.parse_label(label, task.spec, where))
+            scored.append(row_number)
     if not texts:
         raise BamError(f"{path}: no rows to predict")
-    labels = torch.as_tensor(raw_labels) if has_labels else None
-    return Rows(ids, texts, labels)
+    labels = torch.as_tensor(raw_labels) if raw_labels else None
+    return Rows(ids, texts, labels, scored)
+
+
+def _reading(path: Path, task: Task, given_format: str | None) -> dict | None:
+    """How to read the file: csv.reader options for delimited text, None for JSON lines."""
+    local = task.spec.local
+    like_the_task = path.suffix.lower() == Path(local.train).suffix.lower()
+    chosen = given_format or ("task" if like_the_task else INPUT_FORMATS.get(path.suffix.lower()))
+    if chosen is None:
+        raise BamError(f"{path}: not a supported input format (the name must end in {', '.join(INPUT_FORMATS)}, or give --format)")
+    if chosen == "task":
+        return None if local.format == "jsonl" else {"delimiter": local.delimiter, "quoting": csv.QUOTE_NONE}
+    return {"tsv": {"delimiter": "\t", "quoting": csv.QUOTE_NONE}, "csv": {"delimiter": ","}, "jsonl": None}[chosen]
 
 
 def _required(value: str | None, where: str, what: str) -> str:
@@ -154,10 +173,9 @@ def _opened(path: Path):
         raise BamError(f"{path}: cannot read ({error.strerror})") from None
 
 
-def _delimited_records(path: Path, columns: Columns, input_format: str) -> Iterator[tuple[str, Callable]]:
-    """(where, field getter) per data row of a TSV or CSV file; a getter gives None for a missing field."""
+def _delimited_records(path: Path, columns: Columns, options: dict) -> Iterator[tuple[str, Callable]]:
+    """(where, field getter) per data row of a delimited file; a getter gives None for a missing field."""
     with _opened(path) as handle:
-        options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if input_format == "tsv" else {"delimiter": ","}
         csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # long documents are legitimate text
         reader = csv.reader(handle, **options)
         try:
@@ -195,34 +213,14 @@ def _delimited_records(path: Path, columns: Columns, input_format: str) -> Itera
 
 
 def _json_records(path: Path, columns: Columns) -> Iterator[tuple[str, Callable]]:
-    """(where, field getter) per line of a JSON-lines file; values must be strings (labels may be numbers)."""
+    """(where, field getter) per line of a JSON-lines file (bam.data's reader); values are strings or numbers."""
     named = [column for column in (*columns.texts, columns.id) if column is not None]
     if any(isinstance(column, int) for column in named):
         raise BamError(f"{path}: JSON lines have keys, not positions; name the text columns (--text-columns)")
-    with _opened(path) as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise BamError(f"{where}: not a JSON object ({error.msg})") from None
-                if not isinstance(record, dict):
-                    raise BamError(f"{where}: not a JSON object")
-
-                def field(column, record=record, where=where):
-                    value = record.get(column) if isinstance(column, str) else None
-                    if value is None or isinstance(value, str):
-                        return value
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        return str(value)  # a numeric id or regression label
-                    raise BamError(f"{where}: field {column!r} must be a string, not {type(value).__name__}")
-
-                yield where, field
-        except UnicodeDecodeError as error:
-            raise BamError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    if not path.is_file():
+        raise BamError(f"{path}: input file not found")
+    for _, where, record in json_lines(path):
+        yield where, lambda column, record=record, where=where: json_field(record, column, where) if isinstance(column, str) else None
 
 
 def _output_format(out: Path | None) -> str:

@@ -418,3 +418,108 @@ def test_a_header_naming_a_used_column_twice_is_refused(tmp_path):
     # A duplicated column the task does not use is harmless.
     (folder / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\tnote\tnote\n0\ta\tb\tentailment\tx\ty\n")
     assert read_split(folder / "train.tsv", task("rte").spec)[0]["text_a"] == "a"
+
+
+# JSON lines, rows without a gold label, ids from the file, held-out dev splits (the CLUE/Tianchi formats).
+
+
+def nli_spec(**local):
+    from bam.config import LocalFiles, TaskSpec
+
+    settings = {"format": "jsonl", "text_columns": ("sentence1", "sentence2"), "label_column": "label", "skip_labels": ("-",), **local}
+    return TaskSpec(labels=("entailment", "neutral", "contradiction"), local=LocalFiles(**settings))
+
+
+def write_jsonl(path, records):
+    import json
+
+    path.write_text("".join((record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+def test_json_lines_are_read_by_key_with_unlabelled_rows_skipped_and_counted(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "train.json", [
+        {"sentence1": "猫在睡觉", "sentence2": "猫醒着", "label": "contradiction", "label0": "contradiction", "genre": "news", "id": 0},
+        {"sentence1": "狗在跑", "sentence2": "狗在动", "label": "-", "id": 1},
+        "",
+        {"sentence1": "鸟在唱", "sentence2": "有声音", "label": "entailment", "id": 2},
+    ])  # fmt: skip
+    with caplog.at_level("INFO", logger="bam"):
+        data = read_split(path, nli_spec())
+    # ids stay the file's lines (0-based): the skipped row and the blank line keep their numbers
+    assert (data["id"], data["text_a"], data["text_b"], data["label"]) == ([0, 3], ["猫在睡觉", "鸟在唱"], ["猫醒着", "有声音"], [2, 0])
+    assert "train.json: skipped 1 row(s) without a gold label (skip_labels: -)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"sentence1": "a", "label": "neutral"}', r"train.json:1: no field 'sentence2'"),
+        ('{"sentence1": "a", "sentence2": ["b"], "label": "neutral"}', r"train.json:1: field 'sentence2' must be a string or a number, not list"),
+        ('["a", "b", "neutral"]', r"train.json:1: not a JSON object"),
+        ('{"sentence1": "a", "sentence2": "b", "label": "neutral"', r"train.json:1: not a JSON object \("),
+        ('{"sentence1": "a", "sentence2": "b", "label": "maybe"}', r"train.json:1: label 'maybe' is not one of entailment, neutral, contradiction"),
+    ],
+)
+def test_bad_json_lines_name_the_line_and_field(tmp_path, line, message):
+    with pytest.raises(BamError, match=message):
+        read_split(write_jsonl(tmp_path / "train.json", [line]), nli_spec())
+
+
+def test_ids_from_an_id_column_are_used_and_must_be_unique_integers(tmp_path):
+    records = [{"sentence1": "a", "sentence2": "b", "label": "neutral", "id": 7}, {"sentence1": "c", "sentence2": "d", "label": "neutral", "id": "3"}]
+    assert read_split(write_jsonl(tmp_path / "train.json", records), nli_spec(id_column="id"))["id"] == [7, 3]
+    again = [*records, {"sentence1": "e", "sentence2": "f", "label": "neutral", "id": 7}]
+    with pytest.raises(BamError, match=r"train.json:3: id 7 is used again \(first at .*train.json:1\)"):
+        read_split(write_jsonl(tmp_path / "train.json", again), nli_spec(id_column="id"))
+    with pytest.raises(BamError, match=r"train.json:1: id 'x-1' is not a non-negative integer"):
+        read_split(write_jsonl(tmp_path / "train.json", [{**records[0], "id": "x-1"}]), nli_spec(id_column="id"))
+
+
+def test_headerless_tab_separated_rows_with_crlf_and_literal_quotes(tmp_path):
+    from bam.config import LocalFiles, TaskSpec
+
+    # Tianchi's layout: id, text, label; no header, no quoting, some lines ending in \r\n.
+    (tmp_path / "train.csv").write_bytes('0\t他说"好"\tlike\r\n1\t"下雨了\tsadness\n5\t真的吗？\tsurprise\r\n'.encode())
+    spec = TaskSpec(labels=("sadness", "like", "surprise"), local=LocalFiles(header=False, text_columns=(1,), label_column=2, id_column=0))
+    data = read_split(tmp_path / "train.csv", spec)
+    assert (data["id"], data["text_a"], data["label"]) == ([0, 1, 5], ['他说"好"', '"下雨了', "真的吗？"], [1, 0, 2])
+
+
+def test_a_held_out_dev_split_is_seeded_stratified_and_keeps_file_ids(tmp_path):
+    from bam.config import LocalFiles, TaskSpec
+
+    rows = [f"{row}\ttext {row}\t{'ab'[row % 2]}\n" for row in range(40)]
+    (tmp_path / "X").mkdir()
+    (tmp_path / "X" / "train.tsv").write_text("".join(rows))
+
+    def split(seed):
+        local = LocalFiles(folder="X", header=False, text_columns=(1,), label_column=2, id_column=0, dev_fraction=0.25, dev_seed=seed)
+        recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=local)})
+        return load_task(resolve(recipe)[0], tmp_path)
+
+    data = split(seed=0)
+    train, dev = data.train["id"][:], data.dev["dev"]["id"][:]
+    assert len(dev) == 10 and sorted(train + dev) == list(range(40)) and train == sorted(train) and dev == sorted(dev)
+    assert sorted(data.dev["dev"]["label"][:]) == [0] * 5 + [1] * 5  # stratified: both labels held out equally
+    assert split(seed=0).dev["dev"]["id"][:] == dev and split(seed=1).dev["dev"]["id"][:] != dev
+    assert fingerprint(split(seed=1).train) != fingerprint(data.train)  # teachers of another hold-out are refused
+
+
+def test_a_hold_out_that_cannot_be_stratified_is_one_line(tmp_path):
+    from bam.config import LocalFiles, TaskSpec
+
+    (tmp_path / "X").mkdir()
+    (tmp_path / "X" / "train.tsv").write_text("a\tone\nb\ttwo\na\tthree\n")
+    local = LocalFiles(folder="X", header=False, text_columns=(1,), label_column=0, dev_fraction=0.5)
+    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=local)})
+    with pytest.raises(BamError, match=r"train.tsv: cannot hold out dev_fraction = 0.5 of 3 rows"):
+        load_task(resolve(recipe)[0], tmp_path)
+
+
+def test_a_custom_task_without_a_hub_source_asks_for_a_data_folder():
+    from bam.config import LocalFiles, TaskSpec
+
+    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=LocalFiles(folder="X", text_columns=("text",)))})
+    with pytest.raises(BamError, match=r"task 'x' has no hub source \(no `hub.text_fields`\); give the folder holding its files with --data-dir"):
+        load_task(resolve(recipe)[0], None)

@@ -116,7 +116,7 @@ def fixture_copy(tmp_path, name: str, text: str):
         ("in.tsv", "sentence1\tsentence2\tlabel\nthe cat\tthe dog\n", [], r"in.tsv:2: row has 2 fields, column 'label' \(position 2\) is missing"),
         ("in.jsonl", '{"sentence1": "a", "sentence2": "b"}\n[1, 2]\n', [], r"in.jsonl:2: not a JSON object"),
         ("in.jsonl", '{"sentence1": "a", "sentence2": "b"}\n{"sentence1": "a",\n', [], r"in.jsonl:2: not a JSON object \("),
-        ("in.jsonl", '{"sentence1": "a", "sentence2": ["b"]}\n', [], r"in.jsonl:1: field 'sentence2' must be a string, not list"),
+        ("in.jsonl", '{"sentence1": "a", "sentence2": ["b"]}\n', [], r"in.jsonl:1: field 'sentence2' must be a string or a number, not list"),
         ("in.jsonl", '{"sentence1": "a"}\n', [], r"in.jsonl:1: no text column 'sentence2'"),
         ("in.jsonl", '{"a": "x", "b": "y"}\n', ["--text-columns", "0,1"], "JSON lines have keys, not positions"),
         ("in.tsv", "sentence1\tsentence2\nthe cat\tthe dog\n", ["--text-columns", "a,b,c"], "--text-columns: give one or two columns"),

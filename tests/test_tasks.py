@@ -103,3 +103,31 @@ def test_task_paths_cannot_leave_the_data_directory(local, key):
 def test_task_paths_may_name_sub_folders():
     recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=LocalFiles(folder="nli/MNLI-dev", text_columns=(0,), header=False))})
     assert resolve(recipe)[0].spec.local.folder == "nli/MNLI-dev"
+
+
+@pytest.mark.parametrize(
+    "local, message",
+    [
+        ({"text_columns": (1,), "label_column": 2}, r"`local.text_columns` gives position 1 while `local.header` is true; set header = false"),
+        ({"text_columns": ("text",), "label_column": 2}, r"`local.label_column` gives position 2 while `local.header` is true"),
+        ({"text_columns": ("text",), "id_column": 0}, r"`local.id_column` gives position 0 while `local.header` is true"),
+        ({"format": "jsonl", "text_columns": (0,), "header": False}, r"`local.text_columns` gives position 0, but JSON lines have keys, not positions"),
+        ({"text_columns": ("text",), "dev_fraction": 1.0}, r"`local.dev_fraction` = 1.0 must be in \[0, 1\)"),
+        ({"text_columns": ("text",), "dev_fraction": 0.1, "dev": {"dev": "other.tsv"}}, r"`local.dev` and `local.dev_fraction` both give a dev split"),
+        ({"text_columns": ("text",), "skip_labels": ("b",)}, r"'b' is both a label and in `local.skip_labels`"),
+    ],
+)
+def test_local_settings_that_would_misread_a_file_are_refused(local, message):
+    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=LocalFiles(**local))})
+    with pytest.raises(BamError, match=message):
+        resolve(recipe)
+
+
+def test_an_unknown_metric_lists_the_metrics_that_fit_the_task():
+    seven = tuple("abcdefg")
+    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=seven, metrics=("macro-f1",), local=LocalFiles(text_columns=("t",)))})
+    with pytest.raises(BamError, match=r"unknown metric 'macro-f1' \(did you mean \"macro_f1\"\?\); metrics that fit this task: accuracy, macro_f1, micro_f1, weighted_f1, mcc$"):
+        resolve(recipe)
+    recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=seven, metrics=("f1",), local=LocalFiles(text_columns=("t",)))})
+    with pytest.raises(BamError, match=r"metric 'f1' does not fit a classification task with 7 labels \(these do: accuracy, macro_f1"):
+        resolve(recipe)
