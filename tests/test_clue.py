@@ -9,6 +9,7 @@ import pytest
 
 from bam.config import load_recipe
 from bam.data import load_task
+from bam.errors import BamError
 from bam.tasks import resolve
 
 from conftest import REPOSITORY, TNEWS_LABELS
@@ -77,3 +78,26 @@ def test_a_sweep_reports_macro_f1(tmp_path, clue_data, tiny_chinese_model):
     assert set(table["condition"]) == {"single", "multi", "bam"} and "macro_f1" in table.columns
     tasks = table[table["task"] != "average"]
     assert tasks["macro_f1"].notna().all() and (tasks["score"] == tasks["macro_f1"]).all()
+
+
+def test_without_a_data_folder_ocnli_and_tnews_come_from_the_hubs_clue_dataset(monkeypatch, tiny_chinese_model):
+    import datasets
+
+    calls = []
+
+    def stand_in(path, name, split):  # the hub's clue/ocnli and clue/tnews: label indices in the recipe's order, -1 for none
+        calls.append((path, name, split))
+        if name == "ocnli":
+            return datasets.Dataset.from_dict({"sentence1": ["前提一", "前提二", "前提三"], "sentence2": ["假设一", "假设二", "假设三"], "label": [1, -1, 2], "idx": [0, 1, 2]})
+        return datasets.Dataset.from_dict({"sentence": ["标题一", "标题二"], "label": [0, 14], "idx": [0, 1]})
+
+    monkeypatch.setattr(datasets, "load_dataset", stand_in)
+    recipe = load_recipe(RECIPE, [f"model={json.dumps(str(tiny_chinese_model))}"])
+    ocnli, ocemotion, tnews = resolve(recipe)
+    data = load_task(ocnli, None)
+    assert calls == [("clue/clue", "ocnli", "train"), ("clue/clue", "ocnli", "validation")]
+    assert [ocnli.spec.labels[label] for label in data.train["label"][:]] == ["entailment", "contradiction"]
+    assert data.train["id"][:] == [0, 2]  # the unlabelled row is skipped, the others keep their rows
+    assert [tnews.spec.labels[label] for label in load_task(tnews, None).train["label"][:]] == ["100", "116"]
+    with pytest.raises(BamError, match="task 'ocemotion' has no hub source"):
+        load_task(ocemotion, None)
