@@ -46,7 +46,7 @@ import numpy as np
 from datasets.fingerprint import Hasher
 
 from bam.config import TaskSpec
-from bam.errors import BamError
+from bam.errors import BamError, first_line
 from bam.task_types import task_type
 from bam.tasks import Task
 
@@ -186,6 +186,7 @@ def _rows(path: Path, delimiter: str):
 
 
 _UNDECODED = re.compile("[\udc80-\udcff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _checked_lines(handle, path: Path):
@@ -226,17 +227,36 @@ def json_lines(path: Path):
                 continue
             where = f"{path}:{number}"
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_without_repeated_keys)
             except json.JSONDecodeError as error:
                 raise BamError(f"{where}: not a JSON object ({error.msg})") from None
+            except _RepeatedKey as repeated:
+                raise BamError(f"{where}: key {repeated.args[0]!r} appears twice in the object (which one is meant?)") from None
+            except (ValueError, RecursionError) as error:  # an integer of thousands of digits, nesting past the parser's depth
+                raise BamError(f"{where}: not a JSON object bam can read ({first_line(error)})") from None
             if not isinstance(record, dict):
                 raise BamError(f"{where}: not a JSON object")
             yield number, where, record
 
 
+class _RepeatedKey(Exception):
+    pass
+
+
+def _without_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    record = {}
+    for key, value in pairs:
+        if key in record:
+            raise _RepeatedKey(key)
+        record[key] = value
+    return record
+
+
 def json_field(record: dict, key: str, where: str) -> str | None:
     """A field of a JSON-lines record as text (labels and ids are compared as text), or None if absent or null."""
     value = record.get(key)
+    if isinstance(value, str) and _SURROGATE.search(value):  # "\ud800" in JSON decodes to a character no text may hold
+        raise BamError(f"{where}: field {key!r} holds an unpaired surrogate escape ({_SURROGATE.search(value).group().encode('unicode_escape').decode()}), not text")
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -282,14 +302,14 @@ def read_split(path: Path, spec: TaskSpec) -> datasets.Dataset:
         texts_b.append(texts[1] if len(texts) > 1 else None)
         labels.append(label_type.parse_label(raw_label, spec, where))
     if skipped:
-        logger.info("%s: skipped %d row(s) without a gold label (skip_labels: %s)", path, skipped, ", ".join(local.skip_labels))
+        logger.info("%s: skipped %d row(s) without a gold label (skip_labels: %s)", path, skipped, ", ".join(map(repr, local.skip_labels)))
     if not labels:
-        raise BamError(f"{path}: no examples")
+        raise BamError(f"{path}: no examples" + (f" (all {skipped} rows have a label in skip_labels)" if skipped else ""))
     return _to_dataset(ids, texts_a, texts_b, labels, spec)
 
 
 def _example_id(raw: str, where: str) -> int:
-    if not raw.isdecimal() or not raw.isascii() or int(raw) >= 2**63:
+    if not raw.isdecimal() or not raw.isascii() or len(raw) > 19 or int(raw) >= 2**63:
         raise BamError(f"{where}: id {raw!r} is not a non-negative integer")
     return int(raw)
 
@@ -313,6 +333,8 @@ def read_hub(spec: TaskSpec, split: str) -> datasets.Dataset:
     kept = [row for row, value in enumerate(raw[hub.label_field][:]) if not (label_type.discrete_labels and value == -1)]
     if len(kept) < len(raw):
         logger.info("%s/%s split %s: skipped %d row(s) without a gold label (-1)", hub.path, hub.name, split, len(raw) - len(kept))
+    if not kept:
+        raise BamError(f"{hub.path}/{hub.name} split {split!r}: no examples" + (f" (all {len(raw)} rows have no gold label)" if len(raw) else ""))
     values = raw[hub.label_field][:]
     labels = [label_type.hub_label(values[row], spec, f"{hub.path}/{hub.name}:{split}[{row}]") for row in kept]
     return _to_dataset(kept, [texts_a[row] for row in kept], [texts_b[row] for row in kept], labels, spec)

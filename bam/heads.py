@@ -9,10 +9,11 @@ class behind `HeadKind`, registered in `HEADS`; the model saves each head's
 kind and settings in `heads.json`, so a saved model rebuilds its heads
 exactly.
 
-Two kinds so far: `linear` (a pooled vector and one linear layer) and
+Three kinds: `linear` (a pooled vector and one linear layer),
 `sequence-classification`, the encoder family's own classification head
 (BERT's pooler and classifier, RoBERTa's and ELECTRA's dense and output
-layers). Only the second maps one to one onto a stock transformers
+layers), and `san`, MT-DNN's stochastic answer network for sentence pairs.
+Only the second maps one to one onto a stock transformers
 `...ForSequenceClassification`, so only models trained with it can be
 exported exactly (`bam.export`): such a head is a `StockHead`.
 """
@@ -43,6 +44,7 @@ class HeadKind(Protocol):
     """How to check a head's settings and build it."""
 
     name: str
+    needs_pairs: bool  # the head reads two segments (premise and hypothesis): a task with one text is refused
 
     def check_options(self, task_name: str, options: dict) -> None: ...
 
@@ -85,6 +87,7 @@ class LinearHead(nn.Module):
 
 class Linear:
     name = "linear"
+    needs_pairs = False
 
     def check_options(self, task_name: str, options: dict) -> None:
         if options:
@@ -155,6 +158,7 @@ class SequenceClassificationHead(nn.Module):
 
 class SequenceClassification:
     name = "sequence-classification"
+    needs_pairs = False
 
     def check_options(self, task_name: str, options: dict) -> None:
         if options:
@@ -174,7 +178,126 @@ class SequenceClassification:
         return SequenceClassificationHead(encoder_config.hidden_size, output_size, FAMILY_LAYOUTS[model_type], dropout)
 
 
-HEADS: dict[str, HeadKind] = {kind.name: kind for kind in (Linear(), SequenceClassification())}
+def attend(memory: torch.Tensor, scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The softmax(scores)-weighted sum of the memory rows, over the allowed positions only."""
+    weights = torch.softmax(scores.float().masked_fill(~allowed, float("-inf")), dim=-1)
+    return torch.einsum("bt,bth->bh", weights.to(memory.dtype), memory)
+
+
+def average_steps(step_log_probabilities: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """log of the mean of the kept steps' probability vectors: (batch, steps, classes), (batch, steps) -> (batch, classes).
+
+    MT-DNN's stochastic prediction dropout: the reference takes log((1/K) sum_k mask_k P^k) with
+    mask_k in {0, 1/(1-p)} and lets cross-entropy's log-softmax renormalise it, which is exactly
+    the mean of the kept steps' distributions; here it is computed normalised, in log space.
+    """
+    masked = step_log_probabilities.masked_fill(~kept.unsqueeze(-1), float("-inf"))
+    return torch.logsumexp(masked, dim=1) - kept.sum(dim=1, keepdim=True).log()
+
+
+def kept_steps(batch: int, steps: int, drop: float, device: torch.device) -> torch.Tensor:
+    """Which steps each example keeps in training: each with probability 1 - drop, and one chosen at random always."""
+    kept = torch.rand(batch, steps, device=device) >= drop
+    kept[torch.arange(batch, device=device), torch.randint(steps, (batch,), device=device)] = True
+    return kept
+
+
+class SANHead(nn.Module):
+    """MT-DNN's stochastic answer network (SAN) for sentence pairs: K steps of reasoning over the two token memories.
+
+    The premise memory is the first segment's tokens ([CLS] premise [SEP]), the
+    hypothesis memory the second's (hypothesis [SEP]); segments come from the
+    separator tokens (`segment_ids`, made by `bam.training.collate`), so tokenizers
+    without token_type_ids work too. The initial state s^0 is a self-attention
+    summary of the hypothesis; step k reads the premise with a bilinear attention
+    driven by s^k, x^k = sum_j softmax_j(M^p_j . (W s^k + b)) M^p_j, and is scored as
+    P^k = softmax(W3 [x^k; s^k; |x^k - s^k|; x^k * s^k]); then s^{k+1} = GRU(x^k, s^k).
+
+    The order is the reference code's (MT-DNN's module/san.py, 2019-2022), not the
+    paper's equations: step k is scored with the state that drove its attention,
+    before the GRU update (the paper scores GRU(s^{k-1}, x^k)). The answer is the mean
+    of the steps' distributions (or the last step's, with average_steps = false); in
+    training each step is dropped with probability `prediction_dropout`, one kept per
+    example. The head returns log-probabilities, which the classification type's
+    softmax, loss and teacher targets take as logits unchanged.
+    """
+
+    def __init__(self, hidden_size: int, output_size: int, *, steps: int, prediction_dropout: float, dropout: float, average: bool):
+        super().__init__()
+        self.steps, self.prediction_dropout, self.average = steps, prediction_dropout, average
+        self.dropout = nn.Dropout(dropout)
+        self.hypothesis_attention = nn.Linear(hidden_size, 1)  # w1: the initial state's self-attention
+        self.premise_attention = nn.Linear(hidden_size, hidden_size)  # W2: the state's bilinear attention over the premise
+        self.gru = nn.GRUCell(hidden_size, hidden_size)
+        self.classifier = nn.Linear(4 * hidden_size, output_size)  # W3
+
+    def forward(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        stacked = self.step_log_probabilities(hidden, inputs)
+        batch = stacked.shape[0]
+        if not self.average:
+            kept = torch.zeros(batch, self.steps, dtype=torch.bool, device=stacked.device)
+            kept[:, -1] = True
+        elif self.training and self.prediction_dropout > 0:
+            kept = kept_steps(batch, self.steps, self.prediction_dropout, stacked.device)
+        else:
+            kept = torch.ones(batch, self.steps, dtype=torch.bool, device=stacked.device)
+        return average_steps(stacked, kept)
+
+    def step_log_probabilities(self, hidden: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every step's log-probabilities, (batch, steps, classes)."""
+        real = inputs["attention_mask"].bool()
+        premise, hypothesis = real & (inputs["segment_ids"] == 0), real & (inputs["segment_ids"] == 1)
+        if not bool(hypothesis.any(dim=1).all()):
+            raise BamError("the san head needs sentence pairs: an example has no second segment (a single sentence, or a tokenizer without a separator token)")
+        memory = self.dropout(hidden)
+        state = attend(memory, self.hypothesis_attention(memory).squeeze(-1), hypothesis)
+        step_log_probabilities = []
+        for _ in range(self.steps):
+            scores = torch.einsum("bth,bh->bt", memory, self.premise_attention(state))
+            read = attend(memory, scores, premise)
+            features = torch.cat([read, state, (read - state).abs(), read * state], dim=-1)
+            step_log_probabilities.append(torch.log_softmax(self.classifier(self.dropout(features)).float(), dim=-1))
+            state = self.gru(read, self.dropout(state))  # the last update is unused, as in the reference
+        return torch.stack(step_log_probabilities, dim=1)
+
+    def initialise(self, initializer_range: float) -> None:
+        # Linear layers as the encoder family initialises its heads; the GRU keeps PyTorch's own initialisation.
+        for layer in (self.hypothesis_attention, self.premise_attention, self.classifier):
+            nn.init.normal_(layer.weight, std=initializer_range)
+            nn.init.zeros_(layer.bias)
+
+
+SAN_DEFAULTS = {"steps": 5, "prediction_dropout": 0.1, "dropout": 0.1, "average_steps": True}
+
+
+class San:
+    """`head = "san"`: MT-DNN's answer module for pair classification; head_options steps (K), prediction_dropout, dropout, average_steps."""
+
+    name = "san"
+    needs_pairs = True
+
+    def check_options(self, task_name: str, options: dict) -> None:
+        for key, value in options.items():
+            if key not in SAN_DEFAULTS:
+                raise BamError(f"task {task_name!r}: unknown san head option {key!r}{did_you_mean(key, SAN_DEFAULTS)} (it takes {', '.join(SAN_DEFAULTS)})")
+            if type(value) is not type(SAN_DEFAULTS[key]) and not (isinstance(SAN_DEFAULTS[key], float) and type(value) is int):
+                raise BamError(f"task {task_name!r}: san head option {key} = {value!r} must be {type(SAN_DEFAULTS[key]).__name__}")
+        settings = {**SAN_DEFAULTS, **options}
+        if settings["steps"] < 1:
+            raise BamError(f"task {task_name!r}: san head option steps = {settings['steps']} must be at least 1")
+        for key in ("prediction_dropout", "dropout"):
+            if not 0 <= settings[key] < 1:
+                raise BamError(f"task {task_name!r}: san head option {key} = {settings[key]} must be in [0, 1)")
+
+    def build(self, encoder_config, output_size: int, *, task_name: str, pooling: str, options: dict) -> nn.Module:
+        settings = {**SAN_DEFAULTS, **options}
+        return SANHead(
+            encoder_config.hidden_size, output_size, steps=settings["steps"], prediction_dropout=float(settings["prediction_dropout"]),
+            dropout=float(settings["dropout"]), average=settings["average_steps"],
+        )  # fmt: skip
+
+
+HEADS: dict[str, HeadKind] = {kind.name: kind for kind in (Linear(), SequenceClassification(), San())}
 
 
 def head_kind(name: str, task_name: str) -> HeadKind:

@@ -36,13 +36,13 @@ METRICS: dict[str, MetricFunction] = {
     "micro_f1": _f1_average("micro"),
     "weighted_f1": _f1_average("weighted"),
     "mcc": lambda gold, predicted, classes: sk.matthews_corrcoef(gold, predicted),
-    "pearson": lambda gold, predicted, classes: stats.pearsonr(gold, predicted).statistic,
-    "spearman": lambda gold, predicted, classes: stats.spearmanr(gold, predicted).statistic,
+    "pearson": lambda gold, predicted, classes: stats.pearsonr(gold, predicted).statistic if len(gold) > 1 else np.nan,
+    "spearman": lambda gold, predicted, classes: stats.spearmanr(gold, predicted).statistic if len(gold) > 1 else np.nan,
 }
 
 
 def compute(names: Sequence[str], gold: np.ndarray, predicted: np.ndarray, classes: Sequence[int] = ()) -> dict[str, float]:
-    """Each named metric on a 0-100 scale; a correlation of constant predictions counts as 0."""
+    """Each named metric on a 0-100 scale; a correlation of constant predictions (or of one example) counts as 0."""
     results = {}
     for name in names:
         with warnings.catch_warnings():

@@ -120,6 +120,7 @@ def load_tokenizer(model: str, max_length: int | None = None):
 
 
 MODEL_FORMAT = "bam-model/1"
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the encoder takes, of a batch's inputs
 
 
 class MultiTaskModel(nn.Module):
@@ -143,8 +144,8 @@ class MultiTaskModel(nn.Module):
             head.initialise(getattr(config, "initializer_range", 0.02))
 
     def forward(self, task_name: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.encoder(**inputs).last_hidden_state
-        return self.heads[task_name](hidden, inputs)
+        hidden = self.encoder(**{name: value for name, value in inputs.items() if name in ENCODER_INPUTS}).last_hidden_state
+        return self.heads[task_name](hidden, inputs)  # heads also see what only they use (segment_ids)
 
     def save(self, folder: Path, tokenizer, max_length: int) -> None:
         """encoder/ (config, safetensors weights, tokenizer), heads.safetensors, and heads.json describing every head."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from bam.files import replaced_atomically
 from bam.inference import Model
 from bam.task_types import Answer
 from bam.tasks import Task
+
+logger = logging.getLogger(__name__)
 
 INPUT_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
@@ -55,7 +58,7 @@ class Columns:
     texts: tuple[int | str, ...]
     label: int | str | None  # None: the rows are not scored
     id: int | str | None
-    header: bool
+    header: bool | None  # None: not said (a delimited file with named columns has one; with positions, bam asks)
 
 
 def predict_file(
@@ -103,15 +106,16 @@ def choose_columns(
         if not 1 <= len(text_columns) <= 2:
             raise BamError(f"--text-columns: give one or two columns, got {len(text_columns)}")
         texts = tuple(_column(column) for column in text_columns)
-        default_header, default_label = True, local.label_column if isinstance(local.label_column, str) else None
+        # None: a header line unless the columns are positions (then the reader asks, see _delimited_records)
+        default_header, default_label = None, local.label_column if isinstance(local.label_column, str) else None
+        identifier = _column(id_column) if id_column else None
     else:
         if not local.text_columns:
             raise BamError(f"task {task.name!r} names no text columns (local.text_columns); give --text-columns")
         texts, default_header, default_label = local.text_columns, local.header, local.label_column
-        if not id_column and local.id_column != "":
-            id_column = str(local.id_column)
+        identifier = _column(id_column) if id_column else (local.id_column if local.id_column != "" else None)
     label = _column(label_column) if label_column is not None else default_label
-    return Columns(texts, label, _column(id_column) if id_column else None, default_header if header is None else header)
+    return Columns(texts, label, identifier, default_header if header is None else header)
 
 
 def _column(given: str) -> int | str:
@@ -121,10 +125,10 @@ def _column(given: str) -> int | str:
 def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None = None) -> Rows:
     """The ids, texts and (when the rows have them) labels of an input file, each row checked."""
     reading = _reading(path, task, given_format)
-    records = _json_records(path, columns) if reading is None else _delimited_records(path, columns, reading)
+    records = _json_records(path, columns) if reading is None else _delimited_records(path, columns, reading, given_format)
     ids, texts, raw_labels, scored = [], [], [], []
     has_labels = None
-    for row_number, (where, fields) in enumerate(records):
+    for row_number, where, fields in records:
         found = [fields(column) for column in columns.texts]
         for column, value in zip(columns.texts, found):
             if value is None:
@@ -138,9 +142,11 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
             raise BamError(f"{where}: {'no' if has_labels else 'a'} label column {columns.label!r}, unlike the first row")
         if has_labels and label not in task.spec.local.skip_labels:
             raw_labels.append(task.type.parse_label(label, task.spec, where))
-            scored.append(row_number)
+            scored.append(len(texts) - 1)
     if not texts:
         raise BamError(f"{path}: no rows to predict")
+    if has_labels and len(scored) < len(texts):
+        logger.info("%s: %d of %d row(s) have a label in skip_labels: answered, not scored", path, len(texts) - len(scored), len(texts))
     labels = torch.as_tensor(raw_labels) if raw_labels else None
     return Rows(ids, texts, labels, scored)
 
@@ -173,14 +179,22 @@ def _opened(path: Path):
         raise BamError(f"{path}: cannot read ({error.strerror})") from None
 
 
-def _delimited_records(path: Path, columns: Columns, options: dict) -> Iterator[tuple[str, Callable]]:
-    """(where, field getter) per data row of a delimited file; a getter gives None for a missing field."""
+def _delimited_records(path: Path, columns: Columns, options: dict, given_format: str | None) -> Iterator[tuple[int, str, Callable]]:
+    """(row number, where, field getter) per data row of a delimited file; a getter gives None for a missing field."""
+    # A comma-separated file named like a task's tab-separated ones is read with tabs: say so when a row falls short.
+    hint = "" if given_format or options["delimiter"] == "," else f" (read as the task's files are, fields split by {options['delimiter']!r}; --format csv reads a comma-separated file)"
     with _opened(path) as handle:
         csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # long documents are legitimate text
         reader = csv.reader(handle, **options)
+        has_header = columns.header
+        if has_header is None:
+            if any(isinstance(column, int) for column in (*columns.texts, columns.id)):
+                # As in training: with a header line assumed, a headerless file's first row would silently go missing.
+                raise BamError("--text-columns gives positions: say whether the file's first line is a header (--header or --no-header)")
+            has_header = True
         try:
-            header = next(reader, None) if columns.header else None
-            if columns.header and header is None:
+            header = next(reader, None) if has_header else None
+            if has_header and header is None:
                 raise BamError(f"{path}: empty file")
             positions = {}
             for column in (*columns.texts, *([columns.id] if columns.id is not None else [])):
@@ -190,7 +204,7 @@ def _delimited_records(path: Path, columns: Columns, options: dict) -> Iterator[
                 positions[columns.label] = columns.label
             elif columns.label is not None and header is not None and columns.label in header:
                 positions[columns.label] = column_index(columns.label, header, path)
-            for row in reader:
+            for row_number, row in enumerate(reader):  # blank rows keep their numbers, as in training
                 if row == [] or row == [""]:
                     continue
                 where = f"{path}:{reader.line_num}"
@@ -203,24 +217,24 @@ def _delimited_records(path: Path, columns: Columns, options: dict) -> Iterator[
                         return row[position]
                     if column == columns.label and header is None:
                         return None  # a headerless file may simply stop before the label's position
-                    raise BamError(f"{where}: row has {len(row)} fields, column {column!r} (position {position}) is missing")
+                    raise BamError(f"{where}: row has {len(row)} fields, column {column!r} (position {position}) is missing{hint}")
 
-                yield where, field
+                yield row_number, where, field
         except csv.Error as error:
             raise BamError(f"{path}:{reader.line_num}: unreadable row ({error})") from None
         except UnicodeDecodeError as error:
             raise BamError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
-def _json_records(path: Path, columns: Columns) -> Iterator[tuple[str, Callable]]:
-    """(where, field getter) per line of a JSON-lines file (bam.data's reader); values are strings or numbers."""
-    named = [column for column in (*columns.texts, columns.id) if column is not None]
-    if any(isinstance(column, int) for column in named):
-        raise BamError(f"{path}: JSON lines have keys, not positions; name the text columns (--text-columns)")
+def _json_records(path: Path, columns: Columns) -> Iterator[tuple[int, str, Callable]]:
+    """(row number, where, field getter) per line of a JSON-lines file (bam.data's reader); values are strings or numbers."""
+    for option, given in (("--text-columns", columns.texts), ("--id-column", (columns.id,)), ("--label-column", (columns.label,))):
+        if any(isinstance(column, int) for column in given):
+            raise BamError(f"{path}: JSON lines have keys, not positions; name the {option.removeprefix('--').replace('-', ' ')} by key ({option})")
     if not path.is_file():
         raise BamError(f"{path}: input file not found")
-    for _, where, record in json_lines(path):
-        yield where, lambda column, record=record, where=where: json_field(record, column, where) if isinstance(column, str) else None
+    for number, where, record in json_lines(path):
+        yield number - 1, where, lambda column, record=record, where=where: json_field(record, column, where) if isinstance(column, str) else None
 
 
 def _output_format(out: Path | None) -> str:

@@ -202,6 +202,8 @@ class Regression:
 
     def parse_label(self, raw: str, spec: TaskSpec, where: str) -> float:
         try:
+            if "_" in raw or raw != raw.strip():  # float() would read "0_5" as 5 and ignore spaces
+                raise ValueError
             value = float(raw)
         except ValueError:
             raise BamError(f"{where}: regression label {raw!r} is not a number") from None

@@ -81,7 +81,11 @@ def check_spec(name: str, spec: TaskSpec) -> None:
         raise BamError(f"task {name!r}: `metrics` must name at least one metric")
     kind.check_spec(name, spec)
     _check_local(name, spec)
-    head_kind(spec.head, name).check_options(name, spec.head_options)
+    head = head_kind(spec.head, name)
+    head.check_options(name, spec.head_options)
+    texts = len(spec.local.text_columns or spec.hub.text_fields)
+    if head.needs_pairs and texts == 1:
+        raise BamError(f"task {name!r}: the {spec.head} head reads sentence pairs, and the task has one text column")
     local_paths = {"local.folder": spec.local.folder, "local.train": spec.local.train, **{f"local.dev.{split}": name for split, name in spec.local.dev.items()}}
     for where, path in local_paths.items():
         if PurePath(path).is_absolute() or ".." in PurePath(path).parts or "\\" in path:  # it must stay inside the data directory

@@ -42,13 +42,12 @@ from bam.distillation import blend, gold_weight
 from bam.errors import BamError
 from bam.files import code_fingerprint
 from bam.hardware import resolve_precision
-from bam.model import MultiTaskModel, parameter_groups
+from bam.model import ENCODER_INPUTS, MultiTaskModel, parameter_groups
 from bam.sampling import SAMPLERS, Step
 from bam.task_types import Batch
 from bam.tasks import Task
 from bam.weighting import LossWeighting, build_weighting
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass
@@ -122,12 +121,25 @@ def autocast(precision: str, device: torch.device):
 
 
 def collate(dataset, indices: np.ndarray, tokenizer, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Model inputs for the given rows, padded to the longest of them, and their labels (None for unlabelled text)."""
+    """Model inputs for the given rows, padded to the longest of them, and their labels (None for unlabelled text).
+
+    Besides the encoder's inputs they hold `segment_ids` (0 up to and including the
+    first separator token, 1 after it), which a pair head reads (`bam.heads.SANHead`).
+    """
     rows = dataset[indices.tolist()]
-    features = [{name: rows[name][i] for name in MODEL_INPUTS if name in rows} for i in range(len(indices))]
+    features = [{name: rows[name][i] for name in ENCODER_INPUTS if name in rows} for i in range(len(indices))]
     padded = tokenizer.pad(features, return_tensors="pt")
+    padded["segment_ids"] = segment_ids(padded["input_ids"], tokenizer.sep_token_id)
     labels = torch.as_tensor(np.asarray(rows["label"])) if "label" in rows else None
     return {name: tensor.to(device) for name, tensor in padded.items()}, labels
+
+
+def segment_ids(input_ids: torch.Tensor, separator: int | None) -> torch.Tensor:
+    """Which text each token belongs to: the number of separators strictly before it, at most 1 ([CLS] A [SEP] -> 0, B [SEP] -> 1)."""
+    if separator is None:
+        return torch.zeros_like(input_ids)
+    is_separator = (input_ids == separator).long()
+    return (torch.cumsum(is_separator, dim=1) - is_separator).clamp(max=1)
 
 
 def process_share(indices: np.ndarray, process: int, processes: int) -> tuple[np.ndarray, float]:

@@ -44,7 +44,7 @@ def student(tmp_path_factory, clue_data, tiny_chinese_model):
     folder = tmp_path_factory.mktemp("clue-run")
     teachers = bam("train-teachers", RECIPE, *small(tiny_chinese_model), "--data-dir", clue_data, "--out", folder / "teachers")
     assert teachers.exit_code == 0, teachers.output
-    assert "skipped 3 row(s) without a gold label (skip_labels: -)" in teachers.stderr
+    assert "skipped 3 row(s) without a gold label (skip_labels: '-')" in teachers.stderr
     run = bam("distill", RECIPE, *small(tiny_chinese_model), "--anneal", "linear", "--data-dir", clue_data, "--teachers", folder / "teachers", "--out", folder / "run")
     assert run.exit_code == 0, run.output
     return folder / "run"

@@ -448,7 +448,7 @@ def test_json_lines_are_read_by_key_with_unlabelled_rows_skipped_and_counted(tmp
         data = read_split(path, nli_spec())
     # ids stay the file's lines (0-based): the skipped row and the blank line keep their numbers
     assert (data["id"], data["text_a"], data["text_b"], data["label"]) == ([0, 3], ["猫在睡觉", "鸟在唱"], ["猫醒着", "有声音"], [2, 0])
-    assert "train.json: skipped 1 row(s) without a gold label (skip_labels: -)" in caplog.text
+    assert "train.json: skipped 1 row(s) without a gold label (skip_labels: '-')" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -523,3 +523,37 @@ def test_a_custom_task_without_a_hub_source_asks_for_a_data_folder():
     recipe = Recipe(model="m", tasks=("x",), custom_tasks={"x": TaskSpec(labels=("a", "b"), local=LocalFiles(folder="X", text_columns=("text",)))})
     with pytest.raises(BamError, match=r"task 'x' has no hub source \(no `hub.text_fields`\); give the folder holding its files with --data-dir"):
         load_task(resolve(recipe)[0], None)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"sentence1": "a", "sentence2": "b", "label": "neutral", "id": ' + "9" * 5000 + "}", r"train.json:1: not a JSON object bam can read"),
+        ('{"sentence1": ' + "[" * 100_000 + "]" * 100_000 + ', "sentence2": "b", "label": "neutral"}', r"train.json:1: not a JSON object bam can read"),
+        ('{"sentence1": "a\\ud800", "sentence2": "b", "label": "neutral"}', r"train.json:1: field 'sentence1' holds an unpaired surrogate escape \(.ud800\)"),
+        ('{"sentence1": "a", "sentence2": "b", "label": "neutral", "label": "contradiction"}', r"train.json:1: key 'label' appears twice"),
+        ('{"sentence1": "a", "sentence2": "b", "label": "neutral", "id": "' + "9" * 5000 + '"}', r"train.json:1: id '9+' is not a non-negative integer"),
+        ('{"sentence1": "a", "sentence2": "b", "label": "-"}', r"train.json: no examples \(all 1 rows have a label in skip_labels\)"),
+    ],
+)
+def test_json_that_python_reads_badly_is_one_line(tmp_path, line, message):
+    with pytest.raises(BamError, match=message):
+        read_split(write_jsonl(tmp_path / "train.json", [line]), nli_spec(id_column="id") if '"id"' in line else nli_spec())
+
+
+def test_a_hub_split_of_unlabelled_rows_only_is_refused(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, name, split: datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [-1]}))
+    with pytest.raises(BamError, match=r"nyu-mll/glue/rte split 'train': no examples \(all 1 rows have no gold label\)"):
+        load_task(task("rte"), None)
+
+
+@pytest.mark.parametrize("raw", ["0_5", " 0.5", "0.5 "])
+def test_regression_labels_are_plain_numbers(tmp_path, raw):
+    folder = tmp_path / "STS-B"
+    folder.mkdir()
+    header = (GLUE_FIXTURE / "STS-B" / "train.tsv").read_text().splitlines()[0]
+    (folder / "train.tsv").write_text(header + f"\n0\tg\tf\ty\to\ts\ts\ta b\tc d\t{raw}\n")
+    with pytest.raises(BamError, match=rf"train.tsv:2: regression label '{raw}' is not a number"):
+        read_split(folder / "train.tsv", task("stsb").spec)

@@ -125,6 +125,9 @@ def fixture_copy(tmp_path, name: str, text: str):
         ("in.tsv", "sentence1\tsentence2\nthe cat\tthe dog\n", ["--id-column", "key"], r"in.tsv: no column named 'key'"),
         ("in.tsv", "s\tlabel\nthe cat\t\n", ["--text-columns", "s", "--label-column", "4"], r"in.tsv:2: row has 2 fields, column 4 \(position 4\) is missing"),
         ("in.jsonl", '{"sentence1": "a", "sentence2": "b"}\n{"sentence1": "a", "sentence2": "b", "label": "entailment"}\n', [], r"in.jsonl:2: a label column 'label', unlike the first row"),
+        ("in.jsonl", '{"a": "x", "b": "y", "k": 1}\n', ["--text-columns", "a,b", "--id-column", "2"], r"name the id column by key \(--id-column\)"),
+        ("in.tsv", "the cat\tthe dog\n", ["--text-columns", "0,1"], r"--text-columns gives positions: say whether the file's first line is a header \(--header or --no-header\)"),
+        ("in.tsv", "sentence1,sentence2\nthe cat,the dog\n", [], r"no column named 'sentence1' in the header \(sentence1,sentence2\)"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, name, text, options, message):
@@ -152,3 +155,40 @@ def test_a_model_folder_with_unexpected_head_weights_is_one_line(run, tmp_path):
     result = bam_command("predict", copy, source, "--task", "rte")
     assert result.exit_code == 2
     assert "head weights do not match heads.json (unexpected 'sst2.linear.weight'" in result.stderr
+
+
+def test_row_numbers_count_blank_lines_as_training_does(run, tmp_path):
+    source = fixture_copy(tmp_path, "in.tsv", "sentence1\tsentence2\nthe cat\tthe dog\n\nthe owl\tthe fox\n")
+    result = bam_command("predict", run, source, "--task", "rte")
+    assert result.exit_code == 0, result.output
+    assert [row["id"] for row in csv.DictReader(io.StringIO(result.stdout))] == ["0", "2"]
+
+
+def test_a_comma_separated_file_named_like_a_tab_separated_task_file_gets_a_hint(run, tmp_path):
+    from bam.config import LocalFiles, TaskSpec
+    from bam.errors import BamError
+    from bam.predict import Columns, read_rows
+    from bam.tasks import Task
+
+    task = Task("tianchi", TaskSpec(labels=("a", "b"), local=LocalFiles(header=False, text_columns=(1,), label_column=2, train="train.csv")))
+    source = fixture_copy(tmp_path, "test.csv", "0,the cat\n")
+    with pytest.raises(BamError, match=r"test.csv:1: row has 1 fields, column 1 \(position 1\) is missing \(read as the task's files are, fields split by '\\t'; --format csv"):
+        read_rows(source, task, Columns((1,), None, 0, False))
+    assert read_rows(source, task, Columns((1,), None, 0, False), "csv").texts == ["the cat"]
+
+
+def test_one_scored_regression_row_and_unscored_rows_do_not_break_the_metrics(run, tmp_path):
+    source = fixture_copy(tmp_path, "in.tsv", "sentence1\tsentence2\tscore\nthe cat\tthe dog\t2.5\n")
+    result = bam_command("predict", run, source, "--task", "stsb")
+    assert result.exit_code == 0, result.output
+    assert printed_metrics(result.stderr, "stsb") == {"pearson": 0.0, "spearman": 0.0, "score": 0.0}  # no correlation of one pair
+
+
+def test_the_tasks_own_id_column_is_used_with_its_type():
+    from bam.config import LocalFiles, TaskSpec
+    from bam.predict import choose_columns
+    from bam.tasks import Task
+
+    task = Task("t", TaskSpec(labels=("a", "b"), local=LocalFiles(header=False, text_columns=(1,), label_column=2, id_column=-1)))
+    assert choose_columns(task, [], None, None).id == -1  # a position counted from the end, not a header name '-1'
+    assert choose_columns(task, [], "0", None).id == 0
