@@ -154,7 +154,8 @@ def main():
 
     Train single-task teachers (train-teachers), optionally average several
     into one (ensemble-teachers), then distil them into one multi-task student
-    with teacher annealing (distill), or both at once (run); run both over many
+    with teacher annealing (distill), or both at once (run); fine-tune each task
+    of a multi-task model alone, as MT-DNN does (finetune); run them over many
     seeds and conditions (sweep), test the differences (report), answer new
     text (predict) and export a trained model for stock transformers (export).
     """
@@ -193,6 +194,34 @@ def train_teachers_command(recipe, tasks, seed, data_dir, overrides, out):
     with one_writer(out, *(task.name for task in chosen)), progress_bars() as start:
         results = train_teachers(loaded, chosen, data_dir=folders, store=out, progress=lambda name: start(f"teacher {name}"))
     console.print(summary_table(f"Teachers (dev), store {out}", results, time.perf_counter() - started))
+
+
+@main.command("finetune")
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--tasks", help="Comma-separated subset of the run's tasks, e.g. rte,mrpc. Default: all of them.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (default: the run's).")
+@data_dir_option
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting of the run's recipe, e.g. --set teacher.epochs=2 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Teacher store to write the fine-tuned tasks into. Default: RUN-finetuned beside RUN.")
+@reports_errors
+def finetune_command(run, tasks, seed, data_dir, overrides, out):
+    """MT-DNN's last stage: fine-tune each task alone from the multi-task model of RUN.
+
+    Each task starts from a copy of RUN's shared encoder and its own trained head,
+    and trains with the recipe's single-task (`teacher`) settings; the results are
+    written as a teacher store, so they are scored, reported and can teach.
+    """
+    from bam.data import data_directories
+    from bam.finetune import finetune, run_recipe
+    from bam.tasks import resolve
+
+    recipe = run_recipe(run, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
+    chosen = resolve(recipe, tasks)
+    out = out or run.parent / f"{run.name}-finetuned"
+    started = time.perf_counter()
+    with one_writer(out, *(task.name for task in chosen)), progress_bars() as start:
+        results = finetune(run, recipe, chosen, data_dir=data_directories(data_dir), store=out, progress=lambda name: start(f"finetune {name}"))
+    console.print(summary_table(f"Fine-tuned from {run} (dev), store {out}", results, time.perf_counter() - started))
 
 
 @main.command("distill")

@@ -11,6 +11,10 @@ BAM paper's five:
     single-single  born-again single-task: a one-task student taught by its own teacher
     multi-multi    a multi-task student taught by that seed's `multi` model
 
+MT-DNN's procedure (Liu et al. 2019):
+
+    mtdnn          each seed's `multi` model fine-tuned per task (bam.finetune): its encoder and that task's head
+
 and teacher ensembles (the MT-DNN distillation follow-up's, TextBrewer's):
 
     ensemble       the `single` teachers of EVERY seed of the sweep, averaged (bam.ensemble): one run
@@ -24,6 +28,7 @@ Layout of a sweep folder, one folder per run:
     seed<N>/bam/
     seed<N>/single-single/<task>/
     seed<N>/multi-multi/
+    seed<N>/mtdnn/<task>/           a teacher store, like single's
     ensemble/<task>/                the teacher store of the ensemble of every seed's single teachers
     seed<N>/bam-ensemble/
 """
@@ -40,7 +45,7 @@ class Condition:
     """How the runs of one condition are trained."""
 
     name: str
-    stage: Literal["teachers", "student", "ensemble"]  # bam.teachers.train_teachers, bam.student.distill or bam.ensemble.ensemble_teachers
+    stage: Literal["teachers", "student", "ensemble", "finetune"]  # bam.teachers.train_teachers, bam.student.distill, bam.ensemble.ensemble_teachers or bam.finetune.finetune
     anneal: str = "none"  # the student's teacher annealing
     teacher: str | None = None  # the condition whose predictions teach it (its teacher store)
     starting_model: str | None = None  # the condition whose trained encoder it starts from (None: the recipe's model)
@@ -72,6 +77,7 @@ CONDITIONS: dict[str, Condition] = {
         Condition("bam", "student", anneal="linear", teacher="single"),
         Condition("single-single", "student", anneal="linear", teacher="single", per_task=True),
         Condition("multi-multi", "student", anneal="linear", teacher="multi"),
+        Condition("mtdnn", "finetune", starting_model="multi", per_task=True),
         Condition("ensemble", "ensemble", members="single", per_task=True),
         Condition("bam-ensemble", "student", anneal="linear", teacher="ensemble"),
     )

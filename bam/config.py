@@ -225,6 +225,11 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         raise BamError(f"{path}: not valid TOML: {error}") from None
     except OSError as error:
         raise BamError(f"{path}: cannot read recipe ({error.strerror})") from None
+    return recipe_from_data(data, overrides, path)
+
+
+def recipe_from_data(data: dict, overrides: typing.Sequence[str], path: str | Path) -> Recipe:
+    """A recipe from its TOML (or recorded JSON) table, with `key=value` overrides, every key and type checked; errors name `path`."""
     for assignment in overrides:
         keys, value = parse_override(assignment)
         table = data

@@ -9,6 +9,8 @@ nothing else), and the layer-wise learning-rate decay parameter groups.
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 import importlib.metadata
 import importlib.util
@@ -23,9 +25,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from bam.config import TaskSpec, build, to_dict
 from bam.errors import BamError, first_line
-from bam.files import read_format
+from bam.files import read_format, read_json
 from bam.heads import head_kind
-from bam.tasks import Task, check_spec
+from bam.tasks import Task, check_spec, resolve
 
 PACKAGE_PREFIX = "package:"
 
@@ -162,19 +164,33 @@ class MultiTaskModel(nn.Module):
         (folder / "heads.json").write_text(json.dumps(layout, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, folder: Path) -> "MultiTaskModel":
+    def load(cls, folder: Path, legacy_recipe=None) -> "MultiTaskModel":
         """A model saved by `save`, exactly as it was; `max_length` is set from heads.json.
 
         Head weights must match the described heads one for one: a missing, unexpected or
         misshapen tensor is refused rather than left at its random starting value.
+        `legacy_recipe` (the recipe it was trained with) lets a model saved before heads.json
+        had a format be read: its heads were linear layers and it did not describe its tasks.
         """
         folder = Path(folder)
+        legacy = _legacy_layout(folder, legacy_recipe)
+        if legacy is not None:
+            model = cls(load_encoder(str(folder / "encoder")), legacy, legacy_pooling(folder))
+            _load_heads(model, folder / "heads.safetensors", rename=lambda name: name.replace(".", ".linear.", 1))
+            return model
         layout = _read_layout(folder)
         tasks = _described_tasks(folder / "heads.json", layout)
         model = cls(load_encoder(str(folder / "encoder")), tasks, layout["pooling"])
         model.max_length = layout["max_length"]
         _load_heads(model, folder / "heads.safetensors")
         return model
+
+    def keep_only(self, task_name: str) -> "MultiTaskModel":
+        """This model with one task's head and no other (MT-DNN's per-task fine-tuning starts from it)."""
+        for name in [name for name in self.heads if name != task_name]:
+            del self.heads[name]
+            del self.tasks[name]
+        return self
 
 
 def saved_model_folder(path: Path) -> Path:
@@ -221,9 +237,39 @@ def _described_tasks(path: Path, layout: dict) -> list[Task]:
     return tasks
 
 
-def _load_heads(model: MultiTaskModel, path: Path) -> None:
+def _legacy_layout(folder: Path, recipe) -> list[Task] | None:
+    """The tasks of a model saved before heads.json had a format ({"pooling", "heads": {task: outputs}}), or None for any other file.
+
+    Such a model's heads were the linear head of today (pooled vector, dropout,
+    one linear layer) under other weight names; its task specs were not saved, so
+    they come from the recipe it was trained with, and must match its output sizes.
+    """
+    path = folder / "heads.json"
+    if recipe is None or not path.is_file():
+        return None
+    layout = read_json(path)
+    if not isinstance(layout, dict) or "format" in layout or not isinstance(layout.get("heads"), dict) or not layout["heads"]:
+        return None
     try:
-        stored = load_file(path)
+        tasks = resolve(dataclasses.replace(recipe, tasks=tuple(layout["heads"])))
+    except BamError as error:
+        raise BamError(f"{path}: an older model's heads are not the recipe's tasks ({error})") from None
+    for task in tasks:
+        if task.output_size != layout["heads"][task.name] or task.spec.head != "linear":
+            raise BamError(f"{path}: an older model's head {task.name!r} ({layout['heads'][task.name]} outputs, linear) does not match the recipe's task")
+    return tasks
+
+
+def legacy_pooling(folder: Path) -> str:
+    pooling = read_json(folder / "heads.json").get("pooling")
+    if pooling not in ("first", "mean"):
+        raise BamError(f"{folder / 'heads.json'}: 'pooling' must be 'first' or 'mean'")
+    return pooling
+
+
+def _load_heads(model: MultiTaskModel, path: Path, rename=lambda name: name) -> None:
+    try:
+        stored = {rename(name): tensor for name, tensor in load_file(path).items()}
     except Exception as error:  # safetensors raises several types for a missing or damaged file
         raise BamError(f"{path}: unreadable head weights ({first_line(error)})") from None
     expected = model.heads.state_dict()

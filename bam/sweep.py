@@ -109,6 +109,7 @@ def execute(sweep: str, recipe: dict, run: Run, data_dirs: list[str], threads: i
 
     from bam.config import build
     from bam.ensemble import ensemble_teachers
+    from bam.finetune import finetune
     from bam.student import distill
     from bam.tasks import resolve
     from bam.teachers import train_teachers
@@ -125,6 +126,10 @@ def execute(sweep: str, recipe: dict, run: Run, data_dirs: list[str], threads: i
     tasks = resolve(settings, run.task)
     # What the run records as its recipe: its own seed, its own task where it trains one, its own schedule and start.
     settings = dataclasses.replace(settings, seed=run.seed, tasks=tuple(task.name for task in tasks))
+    if condition.stage == "finetune":  # from the whole saved model of the condition it starts from, head included
+        start = run_folder(sweep, condition.starting_model, run.seed)
+        finetune(start, settings, tasks, data_dir=data, store=teacher_store(sweep, run.condition, run.seed))
+        return time.perf_counter() - started
     if condition.starting_model is not None:
         settings = dataclasses.replace(settings, model=str(trained_encoder(sweep, condition.starting_model, run.seed, run.task)))
     if condition.stage == "teachers":

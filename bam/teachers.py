@@ -29,16 +29,29 @@ from bam.training import ProgressCallback, predict, run_facts, seed_everything
 
 
 def train_teacher(
-    recipe: Recipe, data: TaskData, train_fingerprint: str, tokenizer, *, store: Path, progress: ProgressCallback | None = None
+    recipe: Recipe,
+    data: TaskData,
+    train_fingerprint: str,
+    tokenizer,
+    *,
+    store: Path,
+    progress: ProgressCallback | None = None,
+    start: Callable[[Task], MultiTaskModel] | None = None,
+    start_fingerprint: str | None = None,
 ) -> dict[str, float]:
-    """Fine-tune, evaluate and store the teacher of one task; returns its dev metrics."""
+    """Fine-tune, evaluate and store the teacher of one task; returns its dev metrics.
+
+    `start` builds the model to fine-tune (default: the recipe's encoder with a new
+    head); `start_fingerprint` identifies its weights in the checkpoint key (`bam.finetune`).
+    """
     # build
     started = time.perf_counter()
     task = data.task
     seed_everything(recipe.seed)
-    model = MultiTaskModel(load_encoder(recipe.model), [task], recipe.pooling)
+    model = start(task) if start is not None else MultiTaskModel(load_encoder(recipe.model), [task], recipe.pooling)
     final = store / task.name
-    checkpointing = Checkpointing(checkpoint_folder(final), recipe.checkpoint_every, run_key(to_dict(recipe), task.name, train_fingerprint))
+    identity = (task.name, train_fingerprint) if start_fingerprint is None else (task.name, train_fingerprint, start_fingerprint)
+    checkpointing = Checkpointing(checkpoint_folder(final), recipe.checkpoint_every, run_key(to_dict(recipe), *identity))
 
     # train (resuming from this teacher's checkpoint if an earlier run was killed), evaluate
     trained = train_and_evaluate(model, [data], tokenizer, recipe, recipe.teacher, checkpointing=checkpointing, progress=progress)

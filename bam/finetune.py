@@ -1,0 +1,92 @@
+"""Stage 3 of MT-DNN, `bam finetune`: each task fine-tuned alone, starting from a multi-task run's model.
+
+MT-DNN trains one multi-task model ("multi-task refinement"), then fine-tunes a
+copy of it per task with single-task settings; the paper's "MT-DNN" numbers are
+those per-task models. For each task: build (the run's shared encoder and that
+task's trained head, nothing else) -> train (gold labels, the recipe's
+`teacher` settings: the single-task ones) -> evaluate -> save, as a teacher of
+the store (`bam.teachers`), so the result is scored, reported and can teach
+like any single-task model. The starting weights are part of the checkpoint
+key: a resumed fine-tuning never continues from another run's model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bam import metrics
+from bam.config import Recipe, recipe_from_data
+from bam.data import DataDirectories, load_tokenized
+from bam.errors import BamError
+from bam.files import check_writable, read_json
+from bam.model import MultiTaskModel, load_tokenizer, saved_model_folder
+from bam.tasks import Task
+from bam.teachers import train_teacher
+from bam.training import ProgressCallback
+
+
+def finetune(
+    run: Path,
+    recipe: Recipe,
+    tasks: list[Task],
+    *,
+    data_dir: DataDirectories,
+    store: Path,
+    progress: Callable[[str], ProgressCallback | None] = lambda task_name: None,
+) -> dict:
+    """Fine-tune every task of `tasks` from the model of `run` into `store`; returns the metrics.json layout of their dev scores."""
+    # build: everything that can be refused, before any training
+    folder = saved_model_folder(Path(run))
+    starting = MultiTaskModel.load(folder, legacy_recipe=recipe)  # an older model's heads are described by its recipe
+    missing = [task.name for task in tasks if task.name not in starting.heads]
+    if missing:
+        raise BamError(f"{run}: the model has no head for {', '.join(map(repr, missing))} (it has {', '.join(starting.heads)})")
+    for task in tasks:
+        if task.output_size != starting.tasks[task.name].output_size:
+            raise BamError(f"{run}: task {task.name!r} has {task.output_size} outputs in the recipe and {starting.tasks[task.name].output_size} in the model")
+    # The recipe's encoder becomes the run's; its fingerprint (encoder and heads) keys the checkpoints.
+    recipe = dataclasses.replace(recipe, model=str(folder / "encoder"))
+    tokenizer = load_tokenizer(recipe.model, recipe.max_length)
+    prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
+    for task in tasks:
+        check_writable(store / task.name)
+    start = weights_fingerprint(folder)
+
+    # train, evaluate, save: one task at a time, each from a fresh copy of the run's model
+    results = {
+        data.task.name: train_teacher(
+            recipe, data, train_fingerprint, tokenizer, store=store, progress=progress(data.task.name),
+            start=lambda task: MultiTaskModel.load(folder, legacy_recipe=recipe).keep_only(task.name), start_fingerprint=start,
+        )
+        for data, train_fingerprint in prepared
+    }  # fmt: skip
+    return metrics.summarize(results)
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """A hash of a saved model's weight and layout files, so checkpoints know which model a fine-tuning started from."""
+    digest = hashlib.sha256()
+    for path in sorted([*folder.glob("*.json"), *folder.glob("*.safetensors"), *(folder / "encoder").glob("*.safetensors")]):
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def run_recipe(run: Path, overrides: Sequence[str] = ()) -> Recipe:
+    """The recipe a run directory was trained with (its config.json, less where its data and teachers came from), with overrides."""
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise BamError(f"{run}: not a run directory (no config.json)")
+    recorded = read_json(path)
+    if not isinstance(recorded, dict):
+        raise BamError(f"{path}: not a recorded recipe")
+    data = {key: value for key, value in recorded.items() if key not in RUN_SOURCES}
+    return recipe_from_data(data, overrides, path)
+
+
+RUN_SOURCES = ("data_dir", "teacher_store")  # what config.json records beside the recipe (bam.student)
