@@ -115,16 +115,21 @@ def test_killed_teacher_resumes_and_matches(tmp_path, tiny_recipe, when, count, 
 
 
 @pytest.mark.parametrize(
-    ("sampler", "resumed_from", "last_step"),
+    ("sampler", "resumed_from", "last_step", "head"),
     [
         # 3 tasks x 40 rows x 2 epochs / 8 = 30 steps of one batch: killed at the 14th batch, after the checkpoint of step 12.
-        ("proportional", 12, 30),
-        ("epoch-shuffle", 12, 30),  # 3 x 5 batches per epoch, 2 epochs
+        ("proportional", 12, 30, "linear"),
+        ("epoch-shuffle", 12, 30, "linear"),  # 3 x 5 batches per epoch, 2 epochs
         # 10 steps of three batches: the 14th batch is in step 5, after the checkpoint of step 3.
-        ("all-tasks", 3, 10),
+        ("all-tasks", 3, 10, "linear"),
+        # RTE through MT-DNN's SAN, whose stochastic prediction dropout draws random numbers every step.
+        ("proportional", 12, 30, "san"),
     ],
 )
-def test_killed_student_resumes_and_matches(tmp_path, tiny_recipe, sampler, resumed_from, last_step):
+def test_killed_student_resumes_and_matches(tmp_path, tiny_recipe, sampler, resumed_from, last_step, head):
+    if head != "linear":
+        with tiny_recipe.open("a") as recipe_file:
+            recipe_file.write(f'[custom_tasks.rte]\nhead = "{head}"\n')
     sampler_setting = f'student.step_sampler="{sampler}"'
     recipe = load_recipe(tiny_recipe, ["checkpoint_every=3", sampler_setting])
     tasks = resolve(recipe, None)

@@ -143,3 +143,23 @@ def test_san_options_and_single_sentences_are_checked():
     single = TaskSpec(labels=("a", "b"), head="san", local=LocalFiles(text_columns=("text",)))
     with pytest.raises(BamError, match=r"task 'x': the san head reads sentence pairs, and the task has one text column"):
         resolve(Recipe(model="m", tasks=("x",), custom_tasks={"x": single}))
+
+
+def test_a_student_with_a_san_head_trains_saves_loads_predicts_and_is_not_exported(tmp_path, tiny_model):
+    import bam
+    from bam.teacher_store import read_predictions
+    from conftest import GLUE_FIXTURE, write_recipe
+    from test_cli import bam as bam_command
+
+    recipe = write_recipe(tmp_path, tiny_model, '[custom_tasks.rte]\nhead = "san"\nhead_options = { steps = 3 }\n')
+    run = tmp_path / "run"
+    result = bam_command("distill", recipe, "--anneal", "none", "--tasks", "rte,cola", "--data-dir", GLUE_FIXTURE, "--out", run, "--set", "precision='fp32'")
+    assert result.exit_code == 0, result.output
+    stored = read_predictions(run / "predictions" / "rte.dev.safetensors").outputs
+    assert torch.allclose(stored.exp().sum(dim=-1), torch.ones(len(stored)), atol=1e-5)  # log-probabilities
+    model = bam.load(run)
+    lines = (GLUE_FIXTURE / "RTE" / "dev.tsv").read_text().splitlines()[1:]
+    pairs = [tuple(line.split("\t")[1:3]) for line in lines]
+    assert torch.allclose(model.outputs(pairs, "rte"), stored, atol=1e-5)
+    result = bam_command("export", run, "--task", "rte", tmp_path / "rte")
+    assert result.exit_code == 2 and "task 'rte' has a 'san' head, which no stock transformers class computes" in result.stderr
