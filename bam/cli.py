@@ -155,7 +155,8 @@ def main():
     Train single-task teachers (train-teachers), optionally average several
     into one (ensemble-teachers), then distil them into one multi-task student
     with teacher annealing (distill), or both at once (run); fine-tune each task
-    of a multi-task model alone, as MT-DNN does (finetune); run them over many
+    of a multi-task model alone, as MT-DNN does (finetune), or a new task from
+    few examples (adapt); run them over many
     seeds and conditions (sweep), test the differences (report), answer new
     text (predict) and export a trained model for stock transformers (export).
     """
@@ -222,6 +223,53 @@ def finetune_command(run, tasks, seed, data_dir, overrides, out):
     with one_writer(out, *(task.name for task in chosen)), progress_bars() as start:
         results = finetune(run, recipe, chosen, data_dir=data_directories(data_dir), store=out, progress=lambda name: start(f"finetune {name}"))
     console.print(summary_table(f"Fine-tuned from {run} (dev), store {out}", results, time.perf_counter() - started))
+
+
+@main.command("adapt")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--task", "task_name", required=True, help="The new task (one of the recipe's), e.g. scitail.")
+@click.option("--start", "start_points", multiple=True, default=("pretrained",), show_default=True,
+              help="Where each cell's encoder comes from: 'pretrained' (the recipe's model) or a run directory (its shared encoder); repeatable.")
+@click.option("--fractions", default="0.001,0.01,0.1,1", show_default=True, help="Comma-separated shares of the training rows, each in (0, 1].")
+@click.option("--draws", type=int, default=5, show_default=True, help="Random subsets per fraction (the draw number seeds the subset).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Training seed of every cell (overrides the recipe's `seed`).")
+@data_dir_option
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Adaptation folder: every cell, results.csv and the report.")
+@reports_errors
+def adapt_command(recipe, task_name, start_points, fractions, draws, seed, data_dir, overrides, out):
+    """MT-DNN's few-data domain adaptation: fine-tune a fresh head for one task from each start on nested random subsets.
+
+    Cells already finished in OUT are skipped; the report (also `bam report OUT`)
+    gives each start's mean, spread and Mann-Whitney test against the first start
+    per fraction, and a plot of dev score against the fraction.
+    """
+    from bam.adapt import adapt, write_report
+    from bam.data import data_directories
+
+    loaded, chosen = _recipe_and_tasks(recipe, overrides, seed, task_name)
+    try:
+        shares = [float(part) for part in fractions.split(",") if part.strip()]
+    except ValueError:
+        raise BamError(f"--fractions: {fractions!r} is not a comma-separated list of numbers") from None
+    with one_writer(out), progress_bars() as start:
+        adapt(
+            loaded, chosen[0], start_points, fractions=shares, draws=draws, data_dir=data_directories(data_dir), out=out,
+            progress=lambda cell: start(f"{cell.start.name} {cell.fraction:g} draw {cell.draw}"),
+            on_cell=lambda cell, skipped: console.log(f"{'skipped' if skipped else 'done':>8}  {cell.start.name} {cell.fraction:g} draw {cell.draw}"),
+        )  # fmt: skip
+    _print_adaptation(write_report(out, out))
+
+
+def _print_adaptation(rows) -> None:
+    table = Table(title="Dev score by start and fraction (mean ± sd over draws)")
+    names = list(dict.fromkeys(rows["start"]))
+    for column in ("fraction", "rows", *names):
+        table.add_column(column, justify="right")
+    for fraction, cells in rows.groupby("fraction", sort=True):
+        by_start = {row.start: f"{row.mean:.2f} ± {row.std:.2f}" for row in cells.itertuples()}
+        table.add_row(f"{fraction:g}", str(cells["train_rows"].iloc[0]), *(by_start.get(name, "–") for name in names))
+    console.print(table)
 
 
 @main.command("distill")
@@ -440,6 +488,12 @@ def report_command(sweeps, target, baseline, out, samples):
     from bam.report import default_folder, missing_runs, report
 
     out = out or default_folder(list(sweeps))
+    if len(sweeps) == 1 and (sweeps[0] / "adapt.json").is_file():  # an adaptation folder (bam adapt), not a sweep
+        from bam.adapt import write_report
+
+        _print_adaptation(write_report(sweeps[0], out))
+        console.print(f"report: {out / 'report.md'}")
+        return
     summary, comparisons = report(list(sweeps), out, target=target, baseline=baseline, samples=samples)
     for sweep in sweeps:
         if missing := missing_runs(sweep):

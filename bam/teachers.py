@@ -38,11 +38,13 @@ def train_teacher(
     progress: ProgressCallback | None = None,
     start: Callable[[Task], MultiTaskModel] | None = None,
     start_fingerprint: str | None = None,
+    save_model: bool = True,
 ) -> dict[str, float]:
     """Fine-tune, evaluate and store the teacher of one task; returns its dev metrics.
 
     `start` builds the model to fine-tune (default: the recipe's encoder with a new
-    head); `start_fingerprint` identifies its weights in the checkpoint key (`bam.finetune`).
+    head); `start_fingerprint` identifies its weights in the checkpoint key (`bam.finetune`,
+    `bam.adapt`); without `save_model` the store keeps the predictions only.
     """
     # build
     started = time.perf_counter()
@@ -65,7 +67,7 @@ def train_teacher(
     details = teacher_details(recipe, {**dev_metrics, "score": metrics.task_score(dev_metrics)}, started)
     write_on_main_process(final, lambda: write_teacher(
         store, task, predictions=predictions, train_fingerprint=train_fingerprint, details=details,
-        save_model=lambda folder: model.save(folder, tokenizer, recipe.max_length), train_log=trained.log,
+        save_model=(lambda folder: model.save(folder, tokenizer, recipe.max_length)) if save_model else None, train_log=trained.log,
     ))  # fmt: skip
     return dev_metrics
 
