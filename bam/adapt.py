@@ -4,14 +4,17 @@ A new task is fine-tuned with a fresh head from several starting encoders (the
 recipe's pretrained one, or the shared encoder of a trained multi-task run) on
 nested random subsets of its training rows: for each draw, one seeded
 permutation of the rows, whose first ceil(fraction x rows) rows train each
-fraction (so 1% holds the 0.1% subset). The subset's seed is the draw number,
-separate from the training seed, which is the recipe's for every cell.
+fraction (so 1% holds the 0.1% subset). The subset's seed is the draw number;
+the training seed, separate from it, is the recipe's seed plus the draw, so the
+draws at 100% (one subset, the whole set) differ by their training randomness.
 
 For each cell (start, fraction, draw): subset -> build (the start's encoder and a
 new head) -> train (the recipe's single-task `teacher` settings) -> evaluate
 (dev) -> record (a teacher-store folder with predictions but no model, and a row
-of results.csv). A finished cell is skipped on a rerun; the starting weights are
-part of each cell's checkpoint key. `bam report` on the folder (or the end of
+of results.csv, rewritten from every finished cell as each finishes). A finished
+cell is skipped on a rerun; the starting weights are part of each cell's
+checkpoint key, and adapt.json records each start's weights, so a start of the
+same name from other weights is refused rather than mixed in. `bam report` on the folder (or the end of
 this command) writes the comparison: per fraction, each start's mean, spread
 and Mann-Whitney test against the first start, and a plot against the fraction.
 """
@@ -28,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bam.config import Recipe, to_dict
-from bam.data import DataDirectories, TaskData, describe_directories, fingerprint, load_tokenized
+from bam.data import DataDirectories, TaskData, describe_directories, fingerprint, load_tokenized, tokenizer_identity
 from bam.errors import BamError
 from bam.files import check_writable, read_format, read_json, write_csv, write_json
 from bam.finetune import weights_fingerprint
@@ -61,14 +64,23 @@ class Cell:
         return out / self.start.name / f"fraction-{self.fraction:g}" / f"draw{self.draw}"
 
 
-def starts(recipe: Recipe, given: Sequence[str]) -> list[Start]:
-    """`pretrained` (the recipe's model) or run directories, by name; names must differ."""
+def starts(recipe: Recipe, given: Sequence[str], tokenizer) -> list[Start]:
+    """`pretrained` (the recipe's model) or run directories, by name; names must differ.
+
+    A run's encoder is fed the recipe's tokenization and pooled as the recipe
+    says, so its tokenizer and its pooling must be the recipe's.
+    """
     chosen = []
     for entry in given:
         if entry == PRETRAINED:
             chosen.append(Start(PRETRAINED, recipe.model, None))
             continue
         folder = saved_model_folder(Path(entry))
+        if tokenizer_identity(load_tokenizer(str(folder / "encoder"))) != tokenizer_identity(tokenizer):
+            raise BamError(f"--start {entry}: its encoder's tokenizer is not the recipe's model's ({recipe.model})")
+        pooling = read_json(folder / "heads.json").get("pooling")
+        if pooling != recipe.pooling:
+            raise BamError(f"--start {entry}: its model pools with {pooling!r}, the recipe with {recipe.pooling!r}")
         chosen.append(Start(Path(entry).name, str(folder / "encoder"), weights_fingerprint(folder)))
     names = [start.name for start in chosen]
     if len(set(names)) != len(names):
@@ -104,21 +116,22 @@ def adapt(
         nested_subset(1, fraction, 0)  # checks the fraction
     if draws < 1:
         raise BamError(f"--draws: {draws} must be at least 1")
-    chosen = starts(recipe, start_points)
+    tokenizer = load_tokenizer(recipe.model, recipe.max_length)  # every start is fed the recipe's tokenization
+    chosen = starts(recipe, start_points, tokenizer)
     check_writable(out)
     out.mkdir(exist_ok=True)
-    _check_or_write_description(out, recipe, task, data_dir)
-    tokenizer = load_tokenizer(recipe.model, recipe.max_length)  # every start shares the recipe's tokenizer
+    _check_or_write_description(out, recipe, task, data_dir, chosen)
     data, _ = load_tokenized(task, data_dir, tokenizer, recipe.max_length)
-    cells = [Cell(start, fraction, draw) for start in chosen for fraction in sorted(fractions) for draw in range(draws)]
+    cells = [Cell(start, fraction, draw) for start in chosen for fraction in sorted(set(fractions)) for draw in range(draws)]
 
-    # train each cell that has no record yet, writing the table as cells finish
+    # train each cell that has no record yet, rewriting the table of every finished cell as each finishes
     for cell in cells:
         done = (cell.folder(out) / task.name / "manifest.json").is_file()
         if not done:
             _train_cell(cell, recipe, data, tokenizer, out, progress(cell))
+            write_csv(results(out, task), out / "results.csv")
         on_cell(cell, done)
-    table = results(out, task, cells)
+    table = results(out, task)
     write_csv(table, out / "results.csv")
     return table
 
@@ -126,32 +139,38 @@ def adapt(
 def _train_cell(cell: Cell, recipe: Recipe, data: TaskData, tokenizer, out: Path, progress: ProgressCallback | None) -> None:
     subset = nested_subset(len(data.train), cell.fraction, cell.draw)
     train = data.train.select(subset)
-    settings = dataclasses.replace(recipe, model=cell.start.model)
+    settings = dataclasses.replace(recipe, model=cell.start.model, seed=recipe.seed + cell.draw)
     train_teacher(
         settings, TaskData(data.task, train, data.dev), fingerprint(train), tokenizer, store=cell.folder(out), progress=progress,
         start_fingerprint=cell.start.weights, save_model=False,
     )  # fmt: skip
 
 
-def results(out: Path, task: Task, cells: Sequence[Cell]) -> pd.DataFrame:
-    """One row per finished cell: start, fraction, draw, training rows, score and every dev metric, wall time."""
+def results(out: Path, task: Task) -> pd.DataFrame:
+    """One row per finished cell of the folder, whichever command trained it: start, fraction, draw, training rows,
+    score and every dev metric, wall time; in the order the starts were first recorded, then by fraction and draw."""
+    order = {name: index for index, name in enumerate(read_json(out / "adapt.json")["starts"])}
     rows = []
-    for cell in cells:
-        manifest_path = cell.folder(out) / task.name / "manifest.json"
-        if not manifest_path.is_file():
-            continue
+    for manifest_path in out.glob(f"*/fraction-*/draw*/{task.name}/manifest.json"):
+        draw_folder = manifest_path.parent.parent
+        start, fraction, draw = draw_folder.parent.parent.name, float(draw_folder.parent.name.removeprefix("fraction-")), int(draw_folder.name.removeprefix("draw"))
         manifest = read_json(manifest_path)
         dev_metrics = {name: value for name, value in manifest["dev_metrics"].items() if name != "score"}
         rows.append({
-            "start": cell.start.name, "fraction": cell.fraction, "draw": cell.draw, "train_rows": manifest["files"]["train"]["examples"],
+            "start": start, "fraction": fraction, "draw": draw, "train_rows": manifest["files"]["train"]["examples"],
             "score": task_score(dev_metrics), **dev_metrics, "wall_seconds": manifest["wall_seconds"],
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["order"] = table["start"].map(order)
+    return table.sort_values(["order", "fraction", "draw"]).drop(columns="order").reset_index(drop=True)
 
 
-def _check_or_write_description(out: Path, recipe: Recipe, task: Task, data_dir: DataDirectories) -> None:
-    """adapt.json: what the folder's cells were trained with; another recipe or task is refused, not mixed in."""
-    description = {"format": ADAPT_FORMAT, "task": task.name, "recipe": to_dict(recipe), "data_dir": describe_directories(data_dir)}
+def _check_or_write_description(out: Path, recipe: Recipe, task: Task, data_dir: DataDirectories, chosen: Sequence[Start]) -> None:
+    """adapt.json: what the folder's cells were trained with; another recipe, task or start of the same name is refused, not mixed in."""
+    starts_now = {start.name: {"model": start.model, "weights": start.weights} for start in chosen}
+    description = {"format": ADAPT_FORMAT, "task": task.name, "recipe": to_dict(recipe), "data_dir": describe_directories(data_dir), "starts": starts_now}
     path = out / "adapt.json"
     if path.is_file():
         recorded = read_format(path, ADAPT_FORMAT)
@@ -159,7 +178,10 @@ def _check_or_write_description(out: Path, recipe: Recipe, task: Task, data_dir:
         for key in ("task", "recipe"):
             if recorded.get(key) != as_json[key]:
                 raise BamError(f"{path}: this folder's cells were trained with another {key}; use another --out")
-        return
+        for name, start in starts_now.items():
+            if name in recorded["starts"] and recorded["starts"][name] != start:
+                raise BamError(f"{path}: the cells of start {name!r} came from other weights ({recorded['starts'][name]['model']}); use another --out")
+        description["starts"] = {**recorded["starts"], **starts_now}
     write_json(path, description)
 
 

@@ -267,7 +267,7 @@ def _print_adaptation(rows) -> None:
     for column in ("fraction", "rows", *names):
         table.add_column(column, justify="right")
     for fraction, cells in rows.groupby("fraction", sort=True):
-        by_start = {row.start: f"{row.mean:.2f} ± {row.std:.2f}" for row in cells.itertuples()}
+        by_start = {row.start: f"{row.mean:.2f}" + (f" ± {row.std:.2f}" if row.draws > 1 else "") for row in cells.itertuples()}
         table.add_row(f"{fraction:g}", str(cells["train_rows"].iloc[0]), *(by_start.get(name, "–") for name in names))
     console.print(table)
 
@@ -423,7 +423,7 @@ def ensemble_teachers_command(stores, out, tasks):
     "--conditions",
     default="single,multi,bam",
     show_default=True,
-    help="Comma-separated: single (teachers), multi (gold labels only), bam (Single->Multi), single-single, multi-multi, bam-ensemble (bam taught by the ensemble of every seed's teachers).",
+    help="Comma-separated: single (teachers), multi (gold labels only), bam (Single->Multi), single-single, multi-multi, mtdnn (each seed's multi fine-tuned per task), bam-ensemble (bam taught by the ensemble of every seed's teachers).",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Sweep folder. Default: sweeps/<recipe>.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel on this machine; the cores are shared among them. (With Slurm every ready run is submitted.)")

@@ -44,9 +44,14 @@ def finetune(
     missing = [task.name for task in tasks if task.name not in starting.heads]
     if missing:
         raise BamError(f"{run}: the model has no head for {', '.join(map(repr, missing))} (it has {', '.join(starting.heads)})")
-    for task in tasks:
-        if task.output_size != starting.tasks[task.name].output_size:
-            raise BamError(f"{run}: task {task.name!r} has {task.output_size} outputs in the recipe and {starting.tasks[task.name].output_size} in the model")
+    for task in tasks:  # the recipe trains the model's head: labels in another order would permute its classes
+        saved = starting.tasks[task.name].spec
+        differing = [key for key in SAME_AS_TRAINED if getattr(task.spec, key) != getattr(saved, key)]
+        if differing:
+            raise BamError(f"{run}: task {task.name!r} has another {', '.join(differing)} in the recipe than in the model ({', '.join(f'{key} = {getattr(saved, key)!r}' for key in differing)})")
+    if starting.pooling != recipe.pooling:
+        raise BamError(f"{run}: the model pools with {starting.pooling!r}, the recipe with {recipe.pooling!r}")
+    del starting  # each task loads its own copy
     # The recipe's encoder becomes the run's; its fingerprint (encoder and heads) keys the checkpoints.
     recipe = dataclasses.replace(recipe, model=str(folder / "encoder"))
     tokenizer = load_tokenizer(recipe.model, recipe.max_length)
@@ -69,7 +74,7 @@ def finetune(
 def weights_fingerprint(folder: Path) -> str:
     """A hash of a saved model's weight and layout files, so checkpoints know which model a fine-tuning started from."""
     digest = hashlib.sha256()
-    for path in sorted([*folder.glob("*.json"), *folder.glob("*.safetensors"), *(folder / "encoder").glob("*.safetensors")]):
+    for path in sorted([*folder.glob("*.json"), *folder.glob("*.safetensors"), *(folder / "encoder").glob("*.json"), *(folder / "encoder").glob("*.safetensors")]):
         digest.update(path.name.encode() + b"\0")
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -89,4 +94,5 @@ def run_recipe(run: Path, overrides: Sequence[str] = ()) -> Recipe:
     return recipe_from_data(data, overrides, path)
 
 
-RUN_SOURCES = ("data_dir", "teacher_store")  # what config.json records beside the recipe (bam.student)
+RUN_SOURCES = ("data_dir", "teacher_store")
+SAME_AS_TRAINED = ("type", "labels", "label_range", "head", "head_options")  # what a fine-tuned task must share with the model's  # what config.json records beside the recipe (bam.student)

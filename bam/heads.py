@@ -45,6 +45,7 @@ class HeadKind(Protocol):
 
     name: str
     needs_pairs: bool  # the head reads two segments (premise and hypothesis): a task with one text is refused
+    needs_classes: bool  # the head answers with a distribution over classes: a task whose labels are not classes is refused
 
     def check_options(self, task_name: str, options: dict) -> None: ...
 
@@ -88,6 +89,7 @@ class LinearHead(nn.Module):
 class Linear:
     name = "linear"
     needs_pairs = False
+    needs_classes = False
 
     def check_options(self, task_name: str, options: dict) -> None:
         if options:
@@ -159,6 +161,7 @@ class SequenceClassificationHead(nn.Module):
 class SequenceClassification:
     name = "sequence-classification"
     needs_pairs = False
+    needs_classes = False
 
     def check_options(self, task_name: str, options: dict) -> None:
         if options:
@@ -219,7 +222,11 @@ class SANHead(nn.Module):
     of the steps' distributions (or the last step's, with average_steps = false); in
     training each step is dropped with probability `prediction_dropout`, one kept per
     example. The head returns log-probabilities, which the classification type's
-    softmax, loss and teacher targets take as logits unchanged.
+    softmax, loss and teacher targets take as logits unchanged. Dropout (`dropout`)
+    is element-wise, drawn once per batch on the token memory (which both attentions
+    read) and at each step on the GRU's state and the classifier's input; the
+    reference's wrapper instead shares one mask per (example, feature) across
+    positions and reads x^k from the undropped memory. Classification only.
     """
 
     def __init__(self, hidden_size: int, output_size: int, *, steps: int, prediction_dropout: float, dropout: float, average: bool):
@@ -275,6 +282,7 @@ class San:
 
     name = "san"
     needs_pairs = True
+    needs_classes = True  # its steps' softmax over one output would be a constant 1: nothing to learn
 
     def check_options(self, task_name: str, options: dict) -> None:
         for key, value in options.items():

@@ -86,6 +86,8 @@ def check_spec(name: str, spec: TaskSpec) -> None:
     texts = len(spec.local.text_columns or spec.hub.text_fields)
     if head.needs_pairs and texts == 1:
         raise BamError(f"task {name!r}: the {spec.head} head reads sentence pairs, and the task has one text column")
+    if head.needs_classes and not kind.discrete_labels:
+        raise BamError(f"task {name!r}: the {spec.head} head answers with class probabilities, and a {spec.type} task has no classes")
     local_paths = {"local.folder": spec.local.folder, "local.train": spec.local.train, **{f"local.dev.{split}": name for split, name in spec.local.dev.items()}}
     for where, path in local_paths.items():
         if PurePath(path).is_absolute() or ".." in PurePath(path).parts or "\\" in path:  # it must stay inside the data directory

@@ -45,11 +45,13 @@ def test_every_cell_trains_from_its_start_on_its_subset(adapted):
     cell = json.loads((folder / "out" / "multi" / "fraction-0.01" / "draw1" / "rte" / "manifest.json").read_text())
     assert cell["recipe"]["model"] == str(folder / "multi" / "model" / "encoder")
     assert not (folder / "out" / "multi" / "fraction-0.01" / "draw1" / "rte" / "model").exists()  # predictions only
-    # The two draws of 1% hold different rows; all of 100% is one subset, so both draws train the same model.
-    ids = [json.loads((folder / "out" / "pretrained" / "fraction-0.01" / f"draw{draw}" / "rte" / "manifest.json").read_text())["files"]["train"] for draw in (0, 1)]
-    assert ids[0]["sha256"] != ids[1]["sha256"]
-    full = table[(table["fraction"] == 1.0) & (table["start"] == "pretrained")]["score"]
-    assert full.nunique() == 1
+    # The two draws of 1% hold different rows; 100% is one subset, whose draws differ by their training seed alone.
+    def manifest(fraction, draw):
+        return json.loads((folder / "out" / "pretrained" / f"fraction-{fraction}" / f"draw{draw}" / "rte" / "manifest.json").read_text())
+
+    assert manifest("0.01", 0)["files"]["train"]["sha256"] != manifest("0.01", 1)["files"]["train"]["sha256"]
+    assert [manifest("1", draw)["seed"] for draw in (0, 1)] == [0, 1]
+    assert manifest("1", 0)["files"]["dev"]["sha256"] != manifest("1", 1)["files"]["dev"]["sha256"]
 
 
 def test_a_second_run_skips_every_finished_cell_and_the_report_compares_starts(adapted, tmp_path):
@@ -63,6 +65,40 @@ def test_a_second_run_skips_every_finished_cell_and_the_report_compares_starts(a
     assert report.exit_code == 0, report.output
     text = (tmp_path / "report" / "report.md").read_text()
     assert "p_greater_than_pretrained" in text and (tmp_path / "report" / "fractions.png").stat().st_size > 0
+
+
+def test_a_later_command_adds_its_cells_and_a_start_from_other_weights_is_refused(adapted, tmp_path):
+    import shutil
+
+    folder, command, _ = adapted
+    recipe = command[1]
+    result = bam("adapt", recipe, "--task", "rte", "--start", "pretrained", "--fractions", "0.5", "--draws", "2", "--data-dir", GLUE_FIXTURE, "--out", folder / "out")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(folder / "out" / "results.csv")
+    assert len(table) == 10 and (table["start"] == "multi").sum() == 4  # the earlier command's cells are kept
+    other = tmp_path / "multi"  # another run of the same name
+    shutil.copytree(folder / "multi", other)
+    heads = other / "model" / "heads.safetensors"
+    heads.write_bytes(heads.read_bytes()[:-4] + bytes(4))
+    result = bam(*[other if part == folder / "multi" else part for part in command])
+    assert result.exit_code == 2 and "the cells of start 'multi' came from other weights" in result.stderr
+
+
+def test_a_start_with_another_tokenizer_or_pooling_is_refused(adapted, tmp_path, tiny_chinese_model):
+    import shutil
+
+    folder, command, _ = adapted
+    for change, message in (("tokenizer", "its encoder's tokenizer is not the recipe's model's"), ("pooling", "its model pools with 'mean', the recipe with 'first'")):
+        run = tmp_path / change
+        shutil.copytree(folder / "multi", run)
+        if change == "tokenizer":
+            shutil.copy(tiny_chinese_model / "tokenizer.json", run / "model" / "encoder" / "tokenizer.json")
+        else:
+            heads = json.loads((run / "model" / "heads.json").read_text())
+            (run / "model" / "heads.json").write_text(json.dumps({**heads, "pooling": "mean"}))
+        arguments = [run if part == folder / "multi" else tmp_path / f"out-{change}" if part == folder / "out" else part for part in command]
+        result = bam(*arguments)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(

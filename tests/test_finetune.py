@@ -99,3 +99,10 @@ def test_the_mtdnn_condition_fine_tunes_each_seeds_multi_model(tmp_path, tiny_mo
     manifest = json.loads((tmp_path / "sweep" / "seed0" / "mtdnn" / "rte" / "manifest.json").read_text())
     assert manifest["recipe"]["model"] == str(tmp_path / "sweep" / "seed0" / "multi" / "model" / "encoder")
     assert set(resolve(load_recipe(recipe))[0].spec.metrics) <= set(table.columns)
+
+
+def test_a_recipe_whose_task_differs_from_the_models_is_refused(multi, tmp_path):
+    result = bam("finetune", multi, "--tasks", "rte", "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "x", "--set", 'custom_tasks.rte.labels=["not_entailment","entailment"]')
+    assert result.exit_code == 2 and "task 'rte' has another labels in the recipe than in the model" in result.stderr
+    result = bam("finetune", multi, "--tasks", "rte", "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "x", "--set", 'pooling="mean"')
+    assert result.exit_code == 2 and "the model pools with 'first', the recipe with 'mean'" in result.stderr

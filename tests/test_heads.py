@@ -143,6 +143,9 @@ def test_san_options_and_single_sentences_are_checked():
     single = TaskSpec(labels=("a", "b"), head="san", local=LocalFiles(text_columns=("text",)))
     with pytest.raises(BamError, match=r"task 'x': the san head reads sentence pairs, and the task has one text column"):
         resolve(Recipe(model="m", tasks=("x",), custom_tasks={"x": single}))
+    similarity = TaskSpec(type="regression", metrics=("pearson",), head="san", local=LocalFiles(text_columns=("a", "b")))
+    with pytest.raises(BamError, match=r"task 'x': the san head answers with class probabilities, and a regression task has no classes"):
+        resolve(Recipe(model="m", tasks=("x",), custom_tasks={"x": similarity}))
 
 
 def test_a_student_with_a_san_head_trains_saves_loads_predicts_and_is_not_exported(tmp_path, tiny_model):
