@@ -74,9 +74,30 @@ def load(path: str | Path) -> Model:
     if (path / "bam_task.json").is_file():
         return _load_exported_task(path)
     folder = saved_model_folder(path)
-    network = MultiTaskModel.load(folder)
-    tokenizer = load_tokenizer(str(folder / "encoder"), network.max_length)
-    return Model(network.eval(), tokenizer, network.tasks, network.max_length, path)
+    recipe = _recipe_of_older_model(folder)
+    network = MultiTaskModel.load(folder, legacy_recipe=recipe)
+    max_length = network.max_length or recipe.max_length
+    tokenizer = load_tokenizer(str(folder / "encoder"), max_length)
+    return Model(network.eval(), tokenizer, network.tasks, max_length, path)
+
+
+def _recipe_of_older_model(folder: Path):
+    """For a model saved before heads.json was versioned (which does not describe its tasks): the recipe it was trained
+    with, from its run directory's config.json or its teacher store's manifest; None for any other model."""
+    from bam.config import Recipe
+    from bam.files import read_json
+
+    layout = read_json(folder / "heads.json") if (folder / "heads.json").is_file() else None
+    if not isinstance(layout, dict) or "format" in layout:
+        return None
+    if (folder.parent / "config.json").is_file():  # a run directory
+        from bam.finetune import run_recipe
+
+        return run_recipe(folder.parent)
+    manifest = read_json(folder.parent / "manifest.json") if (folder.parent / "manifest.json").is_file() else None
+    if isinstance(manifest, dict) and isinstance(manifest.get("recipe"), dict):  # a teacher-store task folder
+        return build(Recipe, manifest["recipe"])
+    return None
 
 
 class _ExportedTask(nn.Module):

@@ -106,3 +106,20 @@ def test_a_recipe_whose_task_differs_from_the_models_is_refused(multi, tmp_path)
     assert result.exit_code == 2 and "task 'rte' has another labels in the recipe than in the model" in result.stderr
     result = bam("finetune", multi, "--tasks", "rte", "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "x", "--set", 'pooling="mean"')
     assert result.exit_code == 2 and "the model pools with 'first', the recipe with 'mean'" in result.stderr
+
+
+def test_bam_load_reads_an_older_run_directory_through_its_recorded_recipe(multi, tmp_path):
+    import shutil
+
+    import bam
+
+    old = tmp_path / "old-run"
+    shutil.copytree(multi, old)
+    (old / "model" / "heads.json").write_text(json.dumps({"pooling": "first", "heads": {"rte": 2, "stsb": 1}}))
+    renamed = {name.replace(".linear.", "."): tensor for name, tensor in load_file(old / "model" / "heads.safetensors").items()}
+    save_file(renamed, old / "model" / "heads.safetensors")
+    pairs = [("the cat sleeps", "the cat sleeps in the house"), ("a dog runs", "the owl hides")]
+    assert torch.equal(bam.load(old).outputs(pairs, "rte"), bam.load(multi).outputs(pairs, "rte"))
+    (old / "config.json").unlink()  # without the recipe it was trained with, it is refused, never guessed
+    with pytest.raises(BamError, match=r"format None is not 'bam-model/1'"):
+        bam.load(old)
