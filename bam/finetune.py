@@ -17,14 +17,13 @@ import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bam import metrics
 from bam.config import Recipe, recipe_from_data
-from bam.data import DataDirectories, load_tokenized
+from bam.data import DataDirectories
 from bam.errors import BamError
-from bam.files import check_writable, read_json
-from bam.model import MultiTaskModel, load_tokenizer, saved_model_folder
+from bam.files import read_json
+from bam.model import MultiTaskModel, saved_model_folder
 from bam.tasks import Task
-from bam.teachers import train_teacher
+from bam.teachers import train_teachers
 from bam.training import ProgressCallback
 
 
@@ -53,22 +52,11 @@ def finetune(
         raise BamError(f"{run}: the model pools with {starting.pooling!r}, the recipe with {recipe.pooling!r}")
     del starting  # each task loads its own copy
     # The recipe's encoder becomes the run's; its fingerprint (encoder and heads) keys the checkpoints.
-    recipe = dataclasses.replace(recipe, model=str(folder / "encoder"))
-    tokenizer = load_tokenizer(recipe.model, recipe.max_length)
-    prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
-    for task in tasks:
-        check_writable(store / task.name)
-    start = weights_fingerprint(folder)
-
-    # train, evaluate, save: one task at a time, each from a fresh copy of the run's model
-    results = {
-        data.task.name: train_teacher(
-            recipe, data, train_fingerprint, tokenizer, store=store, progress=progress(data.task.name),
-            start=lambda task: MultiTaskModel.load(folder, legacy_recipe=recipe).keep_only(task.name), start_fingerprint=start,
-        )
-        for data, train_fingerprint in prepared
-    }  # fmt: skip
-    return metrics.summarize(results)
+    # Each task trains as a teacher does, from a fresh copy of the run's model restricted to that task.
+    return train_teachers(
+        dataclasses.replace(recipe, model=str(folder / "encoder")), tasks, data_dir=data_dir, store=store, progress=progress,
+        start=lambda task: MultiTaskModel.load(folder, legacy_recipe=recipe).keep_only(task.name), start_fingerprint=weights_fingerprint(folder),
+    )  # fmt: skip
 
 
 def weights_fingerprint(folder: Path) -> str:

@@ -92,14 +92,18 @@ def train_teachers(
     data_dir: DataDirectories,
     store: Path,
     progress: Callable[[str], ProgressCallback | None] = lambda task_name: None,
+    start: Callable[[Task], MultiTaskModel] | None = None,
+    start_fingerprint: str | None = None,
 ) -> dict:
-    """Train every task's teacher in turn; returns the metrics.json layout of their dev scores."""
+    """Train every task's teacher in turn; returns the metrics.json layout of their dev scores (`start`: see `train_teacher`)."""
     tokenizer = load_tokenizer(recipe.model, recipe.max_length)
     prepared = [load_tokenized(task, data_dir, tokenizer, recipe.max_length) for task in tasks]
     for task in tasks:
         check_writable(store / task.name)
     results = {
-        data.task.name: train_teacher(recipe, data, train_fingerprint, tokenizer, store=store, progress=progress(data.task.name))
+        data.task.name: train_teacher(
+            recipe, data, train_fingerprint, tokenizer, store=store, progress=progress(data.task.name), start=start, start_fingerprint=start_fingerprint,
+        )
         for data, train_fingerprint in prepared
-    }
+    }  # fmt: skip
     return metrics.summarize(results)

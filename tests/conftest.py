@@ -21,8 +21,15 @@ WORDS = (
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with random weights and a word-level vocabulary, saved to disk."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocabulary = {token: index for index, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), WORDS)
+
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def save_tiny_bert(folder: Path, tokens) -> Path:
+    """A 2-layer, 32-wide BERT with random weights whose vocabulary is BERT's special tokens and `tokens`, saved to `folder`."""
+    vocabulary = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *tokens])}
     tokenizer = BertTokenizer(vocab=vocabulary)
     config = BertConfig(
         vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -70,16 +77,7 @@ def chinese_sentence(generator, length: int) -> str:
 @pytest.fixture(scope="session")
 def tiny_chinese_model(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with random weights and a character vocabulary (BERT splits Chinese text into characters)."""
-    folder = tmp_path_factory.mktemp("tiny-chinese-bert")
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(CHINESE_CHARACTERS), '"', "？", "，"]
-    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(tokens)})
-    config = BertConfig(
-        vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-chinese-bert"), [*dict.fromkeys(CHINESE_CHARACTERS), '"', "？", "，"])
 
 
 OCEMOTION_LABELS = ["sadness", "happiness", "disgust", "anger", "like", "surprise", "fear"]
