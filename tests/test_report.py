@@ -3,6 +3,8 @@
 import shutil
 
 import pandas as pd
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 from scipy import stats
@@ -136,11 +138,27 @@ def test_a_results_table_with_a_bad_cell_is_refused_naming_the_line(sweep, tmp_p
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("folder", sorted(path.parent.name for path in (REPOSITORY / "analysis").glob("*/results.csv")))
+def _is_adaptation_report(folder: Path) -> bool:
+    """A `bam adapt` report: its results.csv has a row per (start, fraction, draw), not per (condition, seed, task)."""
+    return (folder / "results.csv").read_text().split(",", 1)[0] == "start"
+
+
+@pytest.mark.parametrize("folder", sorted(path.parent.name for path in (REPOSITORY / "analysis").glob("*/results.csv") if not _is_adaptation_report(path.parent)))
 def test_every_committed_report_folder_reads_back(folder):
     """A report folder stands on its own: its results.csv (conditions `sweep/name` where it compared sweeps) loads again."""
     table = load_results(REPOSITORY / "analysis" / folder)
     assert len(table) > 0 and table["score"].notna().all() and table["seed"].dtype.kind == "i"
+
+
+@pytest.mark.parametrize("folder", sorted(path.parent.name for path in (REPOSITORY / "analysis").glob("*/results.csv") if _is_adaptation_report(path.parent)))
+def test_every_committed_adaptation_report_reads_back(folder):
+    """An adaptation report's results.csv summarises again: every start and fraction with a mean score."""
+    import pandas as pd
+
+    from bam.adapt import summary
+
+    rows = summary(pd.read_csv(REPOSITORY / "analysis" / folder / "results.csv"))
+    assert len(rows) > 0 and rows["mean"].notna().all() and rows["draws"].min() >= 1
 
 
 def test_odd_but_valid_tables_read(sweep):
