@@ -350,6 +350,7 @@ def default_run_folder(recipe: Path, loaded, subset: list, overrides: tuple[str,
 @click.option("--text-columns", help="Comma-separated: the one or two text columns (header names or 0-based positions; JSON keys). Default: the task's.")
 @click.option("--id-column", help="Column that identifies each row in the output. Default: the row number, from 0.")
 @click.option("--label-column", help="Gold label column, for metrics. Default: the task's (with --text-columns, only if the task names it).")
+@click.option("--group-column", help="A ranking task's group column (rows with equal values are one question's candidates). Default: the task's.")
 @click.option("--header/--no-header", default=None, help="Whether a TSV/CSV file's first line names its columns. Default: yes, or as the task's files are.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Examples per batch (batches are sorted by length).")
 @click.option(
@@ -358,7 +359,7 @@ def default_run_folder(recipe: Path, loaded, subset: list, overrides: tuple[str,
 )  # fmt: skip
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True, help="fp32, or bf16 autocast ('auto': bf16 where it is fast).")
 @reports_errors
-def predict_command(model, input_file, task_name, out, text_columns, id_column, label_column, header, batch_size, input_format, precision):
+def predict_command(model, input_file, task_name, out, text_columns, id_column, label_column, group_column, header, batch_size, input_format, precision):
     """Answer every row of INPUT (TSV, CSV or JSON lines) with MODEL's head for --task.
 
     MODEL is a run directory, a teacher-store task folder or an exported model.
@@ -383,7 +384,8 @@ def predict_command(model, input_file, task_name, out, text_columns, id_column, 
             progress.update(bar, completed=done[0], rate=done[0] / max(time.perf_counter() - started, 1e-9))
 
         scores = predict_file(
-            loaded, input_file, task_name, out=out, text_columns=columns, id_column=id_column, label_column=label_column, header=header, batch_size=batch_size,
+            loaded, input_file, task_name, out=out, text_columns=columns, id_column=id_column, label_column=label_column, group_column=group_column, header=header,
+            batch_size=batch_size,
             input_format=input_format, precision=precision, on_start=lambda total: progress.update(bar, total=total), on_batch=advance,
         )  # fmt: skip
     seconds = time.perf_counter() - started

@@ -33,7 +33,7 @@ class TrainConfig:
     """How one model is fine-tuned; the defaults are the paper's single-task teacher settings."""
 
     learning_rate: float = setting(5e-5, "peak AdamW learning rate (paper: 5e-5 single-task, 1e-4 multi-task)")
-    batch_size: int = setting(32, "examples per optimizer step (paper: 32 single-task, 128 multi-task)")
+    batch_size: int = setting(32, "examples per optimizer step, or groups of candidates for a ranking task (paper: 32 single-task, 128 multi-task)")
     epochs: float = setting(3.0, "passes over the summed training sets; sets the total number of steps")
     layerwise_lr_decay: float = setting(1.0, "each encoder layer below the top trains at this factor of the one above")
     warmup_fraction: float = setting(0.1, "share of steps with linear learning-rate warm-up before linear decay")
@@ -79,6 +79,8 @@ class LocalFiles:
     skip_labels: tuple[str, ...] = setting((), "labels that mean 'no gold label' (OCNLI's '-'): such rows are skipped and counted, not refused")
     dev_fraction: float = setting(0.0, "hold out this share of the training file, stratified by label, as the 'dev' split (for tasks with no dev file)")
     dev_seed: int = setting(0, "seeds the hold-out of `dev_fraction`, independently of the training seed")
+    group_column: int | str = setting("", "ranking: the column whose equal values make one group of candidates (a question and its answers)")
+    invalid_groups: Literal["refuse", "drop"] = setting("refuse", "ranking: a group without exactly one positive candidate stops the run (refuse) or is left out and counted (drop)")
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,11 @@ class HubDataset:
 class TaskSpec:
     """A task as data: where its examples are, what its labels mean, how it is scored."""
 
-    type: str = setting("classification", "the task type (bam.task_types: classification, regression), which picks targets, loss and predictions")
+    type: str = setting("classification", "the task type (bam.task_types: classification, regression, ranking), which picks targets, loss and predictions")
     labels: tuple[str, ...] = setting((), "label names in the order of the classifier's outputs (classification)")
     metrics: tuple[str, ...] = setting(("accuracy",), "official metrics; the task score is their mean")
     label_range: tuple[float, float] = setting((0.0, 1.0), "regression targets are scaled from this range to [0, 1]")
+    ranking_scale: float = setting(1.0, "ranking: the candidates' scores are multiplied by this gamma before the softmax over their group (MT-DNN: 1)")
     head: str = setting("linear", "the answer module on top of the encoder (bam.heads), chosen independently of the type")
     head_options: dict[str, int | float | str | bool] = setting({}, "settings of the head, checked by the head (the linear head has none)")
     local: LocalFiles = setting(LocalFiles(), "how to read the task from a local folder")

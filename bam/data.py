@@ -2,7 +2,9 @@
 
 Every split becomes a Dataset with the columns `id` (a stable integer: the
 example's row in its file or hub split, or the file's own id column), `text_a`,
-`text_b` and `label` (a class index, or a regression target scaled to [0, 1]).
+`text_b` and `label` (a class index, or a regression target scaled to [0, 1]),
+plus `group` for a task with a `local.group_column` (a ranking task: the number
+of the row's group, groups numbered in the order they first appear).
 Data comes from local data directories when any are given, otherwise from the
 hub. Several directories are searched in order, like a PATH: a task is read
 from the first one that holds its `local.folder` (GLUE in one, MNLI-dev in
@@ -281,11 +283,11 @@ def read_split(path: Path, spec: TaskSpec) -> datasets.Dataset:
     local = spec.local
     if not 1 <= len(local.text_columns) <= 2:
         raise BamError(f"{path}: the task's `local.text_columns` must name one or two columns")
-    has_ids = local.id_column != ""
-    columns = [*local.text_columns, local.label_column, *([local.id_column] if has_ids else [])]
+    has_ids, has_groups = local.id_column != "", local.group_column != ""
+    columns = [*local.text_columns, local.label_column, *([local.id_column] if has_ids else []), *([local.group_column] if has_groups else [])]
     records = (_json_records if local.format == "jsonl" else _delimited_records)(path, local, columns)
     label_type = task_type(spec.type, str(path))
-    ids, texts_a, texts_b, labels, first_seen = [], [], [], [], {}
+    ids, texts_a, texts_b, labels, groups, wheres, first_seen = [], [], [], [], [], [], {}
     skipped = 0
     for row, where, field in records:
         texts = [field(column) for column in local.text_columns]
@@ -301,11 +303,25 @@ def read_split(path: Path, spec: TaskSpec) -> datasets.Dataset:
         texts_a.append(texts[0])
         texts_b.append(texts[1] if len(texts) > 1 else None)
         labels.append(label_type.parse_label(raw_label, spec, where))
+        if has_groups:
+            groups.append(field(local.group_column))
+            wheres.append(where)
     if skipped:
         logger.info("%s: skipped %d row(s) without a gold label (skip_labels: %s)", path, skipped, ", ".join(map(repr, local.skip_labels)))
     if not labels:
         raise BamError(f"{path}: no examples" + (f" (all {skipped} rows have a label in skip_labels)" if skipped else ""))
-    return _to_dataset(ids, texts_a, texts_b, labels, spec)
+    dataset = _to_dataset(ids, texts_a, texts_b, labels, spec, group_numbers(groups) if has_groups else None)
+    if has_groups:
+        kept = label_type.check_groups(np.asarray(labels), column(dataset, "group"), wheres, spec, path)
+        if len(kept) < len(dataset):
+            dataset = dataset.select(kept)
+    return dataset
+
+
+def group_numbers(names: Sequence[str]) -> list[int]:
+    """Each row's group as a number: groups numbered 0, 1, ... in the order their first row appears."""
+    numbers: dict[str, int] = {}
+    return [numbers.setdefault(name, len(numbers)) for name in names]
 
 
 def _example_id(raw: str, where: str) -> int:
@@ -340,20 +356,19 @@ def read_hub(spec: TaskSpec, split: str) -> datasets.Dataset:
     return _to_dataset(kept, [texts_a[row] for row in kept], [texts_b[row] for row in kept], labels, spec)
 
 
-def _to_dataset(ids, texts_a, texts_b, labels, spec: TaskSpec) -> datasets.Dataset:
+def _to_dataset(ids, texts_a, texts_b, labels, spec: TaskSpec, groups: list[int] | None = None) -> datasets.Dataset:
     label_type = datasets.Value(task_type(spec.type, "").label_dtype)
-    features = datasets.Features(
-        {"id": datasets.Value("int64"), "text_a": datasets.Value("string"), "text_b": datasets.Value("string"), "label": label_type}
-    )
-    return datasets.Dataset.from_dict(
-        {"id": ids, "text_a": texts_a, "text_b": texts_b, "label": labels}, features=features
-    )
+    columns = {"id": ids, "text_a": texts_a, "text_b": texts_b, "label": labels}
+    features = {"id": datasets.Value("int64"), "text_a": datasets.Value("string"), "text_b": datasets.Value("string"), "label": label_type}
+    if groups is not None:  # only a task with groups has the column, so every other task's data (and fingerprint) is as before
+        columns["group"], features["group"] = groups, datasets.Value("int64")
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
 def fingerprint(dataset: datasets.Dataset) -> str:
-    """A hash of the examples themselves (ids, texts, labels), whatever file or hub they came from."""
+    """A hash of the examples themselves (ids, texts, labels, groups where there are), whatever file or hub they came from."""
     digest = hashlib.sha256()
-    for column in ("id", "text_a", "text_b", "label"):
+    for column in ("id", "text_a", "text_b", "label", *(["group"] if "group" in dataset.column_names else [])):
         digest.update(json.dumps(dataset[column][:], ensure_ascii=False).encode())
     return digest.hexdigest()
 

@@ -72,11 +72,11 @@ def ensemble_teachers(stores: Sequence[Path], out: Path, tasks: Sequence[str] | 
         first = task_members[0]
         task = first.task
         predictions = {
-            split: Predictions(rows.ids, task.type.ensemble([member.predictions[split].outputs for member in task_members]), rows.labels)
+            split: Predictions(rows.ids, task.type.ensemble([member.predictions[split].outputs for member in task_members], task.spec, rows.groups), rows.labels, rows.groups)
             for split, rows in first.predictions.items()
         }
         # score
-        results[name] = task.score_splits({split: (rows.labels, rows.outputs) for split, rows in predictions.items() if split != "train"})
+        results[name] = task.score_splits({split: (rows.labels, rows.outputs, rows.groups) for split, rows in predictions.items() if split != "train"})
         # write
         details = {
             "members": [_described(member) for member in task_members],
@@ -175,6 +175,9 @@ def _check_agrees(member: Member, first: Member) -> None:
             raise BamError(f"{member.where}: the example ids of split {split!r} differ from {theirs} (other examples, or in another order)")
         if not (rows.labels.shape == first.predictions[split].labels.shape and rows.labels.equal(first.predictions[split].labels)):
             raise BamError(f"{member.where}: the gold labels of split {split!r} differ from {theirs}")
+        mine_groups, their_groups = rows.groups, first.predictions[split].groups
+        if (mine_groups is None) != (their_groups is None) or (mine_groups is not None and not mine_groups.equal(their_groups)):
+            raise BamError(f"{member.where}: the groups of split {split!r} differ from {theirs}")
 
 
 def _described(member: Member) -> dict:

@@ -108,12 +108,13 @@ def read_json(path: Path):
         raise BamError(f"{path}: not valid JSON ({error})") from None
 
 
-def read_format(path: Path, expected: str) -> dict:
-    """A JSON object whose `format` entry is `expected` (a versioned bam file), or one line naming the file and what it holds."""
+def read_format(path: Path, expected: str | tuple[str, ...]) -> dict:
+    """A JSON object whose `format` entry is `expected` (or one of them: a versioned bam file), or one line naming the file and what it holds."""
     content = read_json(path)
-    if not isinstance(content, dict) or content.get("format") != expected:
+    accepted = (expected,) if isinstance(expected, str) else expected
+    if not isinstance(content, dict) or content.get("format") not in accepted:
         found = content.get("format") if isinstance(content, dict) else type(content).__name__
-        raise BamError(f"{path}: format {found!r} is not {expected!r}")
+        raise BamError(f"{path}: format {found!r} is not {' or '.join(map(repr, accepted))}")
     return content
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from bam.config import TaskSpec, build, did_you_mean
-from bam.data import tokenize
+from bam.data import group_numbers, tokenize
 from bam.errors import BamError, first_line
 from bam.files import read_format
 from bam.model import MultiTaskModel, load_tokenizer, saved_model_folder
@@ -62,10 +62,19 @@ class Model:
         tokenized = tokenize(dataset, self.tokenizer, self.max_length)
         return predict(self.network, chosen, tokenized, self.tokenizer, precision=precision, batch_size=batch_size, on_batch=on_batch)
 
-    def predict(self, texts: Texts, task: str, **options) -> list[Answer]:
-        """One answer per text: its label and the label probabilities, or its value (`outputs` takes the same options)."""
+    def predict(self, texts: Texts, task: str, groups: Sequence | None = None, **options) -> list[Answer]:
+        """One answer per text: its label and the label probabilities, or its value (`outputs` takes the same options).
+
+        A ranking task needs `groups`, one value per text (texts with equal values are
+        candidates of one group); each answer then has its score and its rank in the group.
+        """
         chosen = self.task(task)
-        return chosen.type.answers(self.outputs(texts, task, **options), chosen.spec)
+        numbers = None
+        if groups is not None:
+            if len(groups) != len(texts):
+                raise BamError(f"groups: {len(groups)} given for {len(texts)} texts; give one per text")
+            numbers = torch.as_tensor(group_numbers([str(group) for group in groups]), dtype=torch.int64)
+        return chosen.type.answers(self.outputs(texts, task, **options), chosen.spec, numbers)
 
 
 def load(path: str | Path) -> Model:

@@ -10,6 +10,11 @@ averages over the task's whole label set, so a class that neither the gold
 labels nor the predictions contain counts as an F1 of 0 rather than being
 left out (sklearn's default when it is not told the labels; the two agree on
 any dev set that holds every class).
+
+A ranking task's `accuracy` is the share of groups whose top-scored candidate
+is the positive one, and `mrr` the mean over groups of 1 / (the positive's
+rank): `bam.task_types.Ranking.metric_inputs` gives each metric, per group,
+0 as gold and the positive's 0-based rank as prediction.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ METRICS: dict[str, MetricFunction] = {
     "mcc": lambda gold, predicted, classes: sk.matthews_corrcoef(gold, predicted),
     "pearson": lambda gold, predicted, classes: stats.pearsonr(gold, predicted).statistic if len(gold) > 1 else np.nan,
     "spearman": lambda gold, predicted, classes: stats.spearmanr(gold, predicted).statistic if len(gold) > 1 else np.nan,
+    # A ranking task passes 0 as gold and the 0-based rank of each group's positive as predicted.
+    "mrr": lambda gold, predicted, classes: float(np.mean(1.0 / (1.0 + np.asarray(predicted, dtype=np.float64)))),
 }
 
 

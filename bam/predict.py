@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bam.data import column_index, json_field, json_lines
+from bam.data import column_index, group_numbers, json_field, json_lines
 from bam.errors import BamError
 from bam.files import replaced_atomically
 from bam.inference import Model
@@ -49,6 +49,7 @@ class Rows:
     texts: list[str] | list[tuple[str, str]]
     labels: torch.Tensor | None  # of the scored rows, parsed as the task parses its training labels; None when the file has none
     scored: list[int]  # the rows with a gold label (not one of the task's skip_labels)
+    groups: torch.Tensor | None = None  # each row's group number (a ranking task's candidates of one question share one)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Columns:
     label: int | str | None  # None: the rows are not scored
     id: int | str | None
     header: bool | None  # None: not said (a delimited file with named columns has one; with positions, bam asks)
+    group: int | str | None = None  # a ranking task's group column
 
 
 def predict_file(
@@ -70,6 +72,7 @@ def predict_file(
     text_columns: Sequence[str] = (),
     id_column: str | None = None,
     label_column: str | None = None,
+    group_column: str | None = None,
     header: bool | None = None,
     input_format: str | None = None,
     batch_size: int = 128,
@@ -81,7 +84,7 @@ def predict_file(
     # read: everything that can be refused, before any prediction
     task = model.task(task_name)
     output_format = _output_format(out)
-    columns = choose_columns(task, text_columns, id_column, header, label_column)
+    columns = choose_columns(task, text_columns, id_column, header, label_column, group_column)
     rows = read_rows(input_path, task, columns, input_format)
 
     # predict
@@ -89,12 +92,14 @@ def predict_file(
     outputs = model.outputs(rows.texts, task.name, batch_size=batch_size, precision=precision, on_batch=on_batch)
 
     # write, score
-    write_answers(out, output_format, rows.ids, task.type.answers(outputs, task.spec))
-    return task.score(rows.labels, outputs[rows.scored]) if rows.labels is not None else None
+    write_answers(out, output_format, rows.ids, task.type.answers(outputs, task.spec, rows.groups))
+    if rows.labels is None:
+        return None
+    return task.score(rows.labels, outputs[rows.scored], None if rows.groups is None else rows.groups[rows.scored])
 
 
 def choose_columns(
-    task: Task, text_columns: Sequence[str], id_column: str | None, header: bool | None, label_column: str | None = None
+    task: Task, text_columns: Sequence[str], id_column: str | None, header: bool | None, label_column: str | None = None, group_column: str | None = None
 ) -> Columns:
     """The command line's columns, else the task spec's; digits name a position, anything else a header name.
 
@@ -115,7 +120,10 @@ def choose_columns(
         texts, default_header, default_label = local.text_columns, local.header, local.label_column
         identifier = _column(id_column) if id_column else (local.id_column if local.id_column != "" else None)
     label = _column(label_column) if label_column is not None else default_label
-    return Columns(texts, label, identifier, default_header if header is None else header)
+    group = _column(group_column) if group_column else (local.group_column if local.group_column != "" and not text_columns else None)
+    if task.type.batch_unit == "group" and group is None:
+        raise BamError(f"task {task.name!r} ranks the candidates of each group: give the group column (--group-column)")
+    return Columns(texts, label, identifier, default_header if header is None else header, group)
 
 
 def _column(given: str) -> int | str:
@@ -126,7 +134,7 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
     """The ids, texts and (when the rows have them) labels of an input file, each row checked."""
     reading = _reading(path, task, given_format)
     records = _json_records(path, columns) if reading is None else _delimited_records(path, columns, reading, given_format)
-    ids, texts, raw_labels, scored = [], [], [], []
+    ids, texts, raw_labels, scored, groups = [], [], [], [], []
     has_labels = None
     for row_number, where, fields in records:
         found = [fields(column) for column in columns.texts]
@@ -135,6 +143,8 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
                 raise BamError(f"{where}: no text column {column!r}")
         ids.append(row_number if columns.id is None else _required(fields(columns.id), where, f"id column {columns.id!r}"))
         texts.append(found[0] if len(found) == 1 else (found[0], found[1]))
+        if columns.group is not None:
+            groups.append(_required(fields(columns.group), where, f"group column {columns.group!r}"))
         label = fields(columns.label) if columns.label is not None else None
         if has_labels is None:
             has_labels = label is not None  # the first row (or a header naming the column) decides; every row must agree
@@ -148,7 +158,7 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
     if has_labels and len(scored) < len(texts):
         logger.info("%s: %d of %d row(s) have a label in skip_labels: answered, not scored", path, len(texts) - len(scored), len(texts))
     labels = torch.as_tensor(raw_labels) if raw_labels else None
-    return Rows(ids, texts, labels, scored)
+    return Rows(ids, texts, labels, scored, torch.as_tensor(group_numbers(groups)) if columns.group is not None else None)
 
 
 def _reading(path: Path, task: Task, given_format: str | None) -> dict | None:
@@ -188,7 +198,7 @@ def _delimited_records(path: Path, columns: Columns, options: dict, given_format
         reader = csv.reader(handle, **options)
         has_header = columns.header
         if has_header is None:
-            if any(isinstance(column, int) for column in (*columns.texts, columns.id)):
+            if any(isinstance(column, int) for column in (*columns.texts, columns.id, columns.group)):
                 # As in training: with a header line assumed, a headerless file's first row would silently go missing.
                 raise BamError("--text-columns gives positions: say whether the file's first line is a header (--header or --no-header)")
             has_header = True
@@ -197,7 +207,7 @@ def _delimited_records(path: Path, columns: Columns, options: dict, given_format
             if has_header and header is None:
                 raise BamError(f"{path}: empty file")
             positions = {}
-            for column in (*columns.texts, *([columns.id] if columns.id is not None else [])):
+            for column in (*columns.texts, *(column for column in (columns.id, columns.group) if column is not None)):
                 positions[column] = column_index(column, header, path, "the file is read without a header (give positions, or drop --no-header)")
             # The label column is optional: where the header lacks it, the file simply has no labels.
             if isinstance(columns.label, int):
@@ -228,7 +238,7 @@ def _delimited_records(path: Path, columns: Columns, options: dict, given_format
 
 def _json_records(path: Path, columns: Columns) -> Iterator[tuple[int, str, Callable]]:
     """(row number, where, field getter) per line of a JSON-lines file (bam.data's reader); values are strings or numbers."""
-    for option, given in (("--text-columns", columns.texts), ("--id-column", (columns.id,)), ("--label-column", (columns.label,))):
+    for option, given in (("--text-columns", columns.texts), ("--id-column", (columns.id,)), ("--label-column", (columns.label,)), ("--group-column", (columns.group,))):
         if any(isinstance(column, int) for column in given):
             raise BamError(f"{path}: JSON lines have keys, not positions; name the {option.removeprefix('--').replace('-', ' ')} by key ({option})")
     if not path.is_file():

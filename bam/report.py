@@ -177,8 +177,8 @@ def _dev_splits(task: Task | None) -> tuple[str, ...]:
 
 
 def _task_metric(task: Task):
-    def score(gold: np.ndarray, outputs: np.ndarray) -> float:
-        return metrics.task_score(task.score(torch.as_tensor(gold), torch.as_tensor(outputs)))
+    def score(gold: np.ndarray, predicted: np.ndarray) -> float:
+        return metrics.task_score(task.score_metric_inputs(gold, predicted))
 
     return score
 
@@ -208,8 +208,10 @@ def compare(
                     if a is not None and b is not None:
                         if not (torch.equal(a.ids, b.ids) and torch.equal(a.labels, b.labels)):
                             raise BamError(f"seed {seed}, task {task}: {target} and {other} predicted different dev examples")
-                        metric = _task_metric(tasks[task])
-                        bootstraps.append(paired_bootstrap(a.labels.numpy(), a.outputs.numpy(), b.outputs.numpy(), metric, samples, seed))
+                        # Resampled are the metrics' items: examples, or a ranking task's groups (whose candidates stay together).
+                        gold, predicted_a = tasks[task].metric_inputs(a.labels, a.outputs, a.groups)
+                        predicted_b = tasks[task].metric_inputs(b.labels, b.outputs, b.groups)[1]
+                        bootstraps.append(paired_bootstrap(gold, predicted_a, predicted_b, _task_metric(tasks[task]), samples, seed))
             comparisons.append(
                 Comparison(
                     task, target, other, float(np.median(mine) - np.median(theirs)),

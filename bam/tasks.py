@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import PurePath
 
+import numpy as np
 import torch
 
 from bam import metrics
 from bam.config import LocalFiles, Recipe, TaskSpec, build, did_you_mean
 from bam.errors import BamError
 from bam.heads import head_kind
-from bam.task_types import TaskType, task_type
+from bam.task_types import Batch, TaskType, task_type
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,23 @@ class Task:
     def output_size(self) -> int:
         return self.type.output_size(self.spec)
 
-    def score(self, labels: torch.Tensor, outputs: torch.Tensor) -> dict[str, float]:
-        """The task's metrics for model outputs against gold labels (as the data holds them)."""
-        classes = range(len(self.spec.labels))  # the label set F1 averages run over (empty for regression)
-        return metrics.compute(self.spec.metrics, *self.type.metric_inputs(labels, outputs, self.spec), classes)
+    def score(self, labels: torch.Tensor, outputs: torch.Tensor, groups: torch.Tensor | None = None) -> dict[str, float]:
+        """The task's metrics for model outputs against gold labels (as the data holds them), and each row's group (ranking)."""
+        return self.score_metric_inputs(*self.metric_inputs(labels, outputs, groups))
 
-    def score_splits(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-        """The task's metrics on every evaluation split, from (gold labels, outputs); with several splits, names get the split as prefix."""
+    def metric_inputs(self, labels: torch.Tensor, outputs: torch.Tensor, groups: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(gold, predicted) as the metrics take them: one item per example, or per group for ranking (what a bootstrap resamples)."""
+        return self.type.metric_inputs(Batch(labels, groups=groups), outputs, self.spec)
+
+    def score_metric_inputs(self, gold: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+        classes = range(len(self.spec.labels))  # the label set F1 averages run over (empty for regression)
+        return metrics.compute(self.spec.metrics, gold, predicted, classes)
+
+    def score_splits(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]) -> dict[str, float]:
+        """The task's metrics on every evaluation split, from (gold labels, outputs, groups or None); with several splits, names get the split as prefix."""
         results = {}
-        for split, (labels, outputs) in splits.items():
-            for name, value in self.score(labels, outputs).items():
+        for split, (labels, outputs, groups) in splits.items():
+            for name, value in self.score(labels, outputs, groups).items():
                 results[name if len(splits) == 1 else f"{split}_{name}"] = value
         return results
 
@@ -79,6 +87,8 @@ def check_spec(name: str, spec: TaskSpec) -> None:
         raise BamError(f"task {name!r}: unknown metric {unknown[0]!r}{did_you_mean(unknown[0], metrics.METRICS)}; metrics that fit this task: {fitting}")
     if not spec.metrics:
         raise BamError(f"task {name!r}: `metrics` must name at least one metric")
+    if spec.local.group_column != "" and kind.batch_unit != "group":
+        raise BamError(f"task {name!r}: `local.group_column` groups the candidates of a ranking task; a {spec.type} task has no groups")
     kind.check_spec(name, spec)
     _check_local(name, spec)
     head = head_kind(spec.head, name)
@@ -103,7 +113,10 @@ def check_spec(name: str, spec: TaskSpec) -> None:
 def _check_local(name: str, spec: TaskSpec) -> None:
     """Refuse local-file settings that would read the wrong rows or fields without an error."""
     local = spec.local
-    columns = {"local.text_columns": local.text_columns, "local.label_column": (local.label_column,), "local.id_column": (local.id_column,) if local.id_column != "" else ()}
+    columns = {
+        "local.text_columns": local.text_columns, "local.label_column": (local.label_column,),
+        **{f"local.{key}": (getattr(local, key),) for key in ("id_column", "group_column") if getattr(local, key) != ""},
+    }  # fmt: skip
     for where, given in columns.items():
         positional = [column for column in given if isinstance(column, int)]
         if positional and local.format == "jsonl":
@@ -113,6 +126,8 @@ def _check_local(name: str, spec: TaskSpec) -> None:
             raise BamError(f"task {name!r}: `{where}` gives position {positional[0]} while `local.header` is true; set header = false for a file without a header line, or name the column")
     if not 0 <= local.dev_fraction < 1:
         raise BamError(f"task {name!r}: `local.dev_fraction` = {local.dev_fraction!r} must be in [0, 1) (0: read the dev files)")
+    if local.dev_fraction > 0 and local.group_column != "":  # a held-out part cut row by row would split groups
+        raise BamError(f"task {name!r}: `local.dev_fraction` cannot hold out part of a task with groups; give its dev file in `local.dev`")
     if local.dev_fraction > 0 and local.dev != LocalFiles().dev:
         raise BamError(f"task {name!r}: `local.dev` and `local.dev_fraction` both give a dev split; keep one")
     if not 0 <= local.dev_seed < 2**32:

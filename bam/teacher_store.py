@@ -3,7 +3,8 @@
 Layout (documented for users in teachers/README.md):
 
     <store>/<task>/manifest.json        what the predictions are and what data they belong to
-    <store>/<task>/train.safetensors    `ids` (int64, N), `outputs` (float32, N x outputs), gold `labels` (N)
+    <store>/<task>/train.safetensors    `ids` (int64, N), `outputs` (float32, N x outputs), gold `labels` (N),
+                                        and `groups` (int64, N: each row's group number) for a task with groups
     <store>/<task>/<split>.safetensors  the same for each evaluation split
     <store>/<task>/model/               the fine-tuned teacher (bam.model.MultiTaskModel.load reads it)
     <store>/<task>/train_log.jsonl      per-step training losses (bam.train_log)
@@ -40,7 +41,10 @@ from bam.files import atomic_directory, read_format, replaced_atomically, write_
 from bam.tasks import Task
 from bam.train_log import write_train_log
 
-FORMAT = "bam-teacher-store/1"
+# Version 2 added the `groups` tensor (ranking tasks). A version-1 store has none, and never
+# needs one (ranking came with version 2), so it is still read; any other version is refused.
+FORMAT = "bam-teacher-store/2"
+READABLE_FORMATS = ("bam-teacher-store/1", FORMAT)
 TENSORS = ("ids", "outputs", "labels")
 
 
@@ -58,11 +62,13 @@ class Predictions:
     ids: torch.Tensor
     outputs: torch.Tensor
     labels: torch.Tensor
+    groups: torch.Tensor | None = None  # each row's group number, for data with groups (ranking)
 
     @classmethod
     def of(cls, dataset, outputs: torch.Tensor) -> "Predictions":
-        """Outputs for every row of `dataset`, in dataset order, with its ids and labels."""
-        return cls(torch.as_tensor(column(dataset, "id")), outputs, torch.as_tensor(column(dataset, "label")))
+        """Outputs for every row of `dataset`, in dataset order, with its ids, labels and groups."""
+        groups = torch.as_tensor(column(dataset, "group")) if "group" in dataset.column_names else None
+        return cls(torch.as_tensor(column(dataset, "id")), outputs, torch.as_tensor(column(dataset, "label")), groups)
 
 
 def write_predictions(path: Path, predictions: Predictions) -> str:
@@ -80,14 +86,14 @@ def write_predictions(path: Path, predictions: Predictions) -> str:
         # which would leave a shared store unreadable to the rest of the group.
         temporary.touch()
         permissions = stat.S_IMODE(temporary.stat().st_mode)
-        save_file(
-            {
-                "ids": predictions.ids.to(torch.int64).contiguous(),
-                "outputs": predictions.outputs.float().contiguous(),
-                "labels": predictions.labels.contiguous(),
-            },
-            temporary,
-        )
+        tensors = {
+            "ids": predictions.ids.to(torch.int64).contiguous(),
+            "outputs": predictions.outputs.float().contiguous(),
+            "labels": predictions.labels.contiguous(),
+        }
+        if predictions.groups is not None:
+            tensors["groups"] = predictions.groups.to(torch.int64).contiguous()
+        save_file(tensors, temporary)
         temporary.chmod(permissions)
         sha256 = _sha256(temporary)
     return sha256
@@ -105,9 +111,10 @@ def read_predictions(path: Path) -> Predictions:
         # mapping, and writing to one copies that page instead of changing the file.
         with safe_open(path, framework="pt") as handle:
             names = set(handle.keys())
-            if names != set(TENSORS):
-                raise BamError(f"{path}: expected tensors 'ids', 'outputs' and 'labels', found {sorted(names)}")
+            if names not in (set(TENSORS), {*TENSORS, "groups"}):
+                raise BamError(f"{path}: expected tensors 'ids', 'outputs' and 'labels' (and 'groups' for a task with groups), found {sorted(names)}")
             ids, outputs, labels = (handle.get_tensor(name) for name in TENSORS)
+            groups = handle.get_tensor("groups") if "groups" in names else None
     except SafetensorError as error:
         raise BamError(f"{path}: not a complete safetensors file, corrupted or truncated ({error})") from None
     except OSError as error:
@@ -116,7 +123,9 @@ def read_predictions(path: Path) -> Predictions:
         raise BamError(f"{path}: outputs are {outputs.dtype}, a teacher store holds float32")
     if ids.dtype != torch.int64 or ids.dim() != 1 or outputs.dim() != 2 or not len(ids) == len(outputs) == len(labels):
         raise BamError(f"{path}: ids {ids.dtype} {tuple(ids.shape)}, outputs {tuple(outputs.shape)} and labels {tuple(labels.shape)} do not describe one row per example")
-    return Predictions(ids, outputs, labels)
+    if groups is not None and (groups.dtype != torch.int64 or groups.shape != ids.shape):
+        raise BamError(f"{path}: groups {groups.dtype} {tuple(groups.shape)} do not give one int64 group per example")
+    return Predictions(ids, outputs, labels, groups)
 
 
 def write_teacher(
@@ -165,7 +174,7 @@ def read_manifest(store: Path, task_name: str) -> dict:
     path = store / task_name / "manifest.json"
     if not path.is_file():
         raise BamError(f"teacher store {store} has no finished teacher for task {task_name!r} (run `bam train-teachers RECIPE --tasks {task_name} --out {store}`)")
-    manifest = read_format(path, FORMAT)
+    manifest = read_format(path, READABLE_FORMATS)
     for key, kind, described in (("type", str, "a string"), ("labels", list, "a list"), ("train_fingerprint", str, "a string"), ("files", dict, "an object")):
         if key not in manifest:
             raise BamError(f"{path}: no {key!r} entry")

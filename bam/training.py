@@ -157,16 +157,50 @@ def process_share(indices: np.ndarray, process: int, processes: int) -> tuple[np
     return part, processes * len(part) / len(indices)
 
 
-def memory_passes(indices: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[tuple[np.ndarray, float]]:
+def memory_passes(indices: np.ndarray, lengths: np.ndarray, max_tokens: int, sizes: np.ndarray | None = None) -> list[tuple[np.ndarray, float]]:
     """A batch cut into forward/backward passes of at most about `max_tokens` padded tokens each, with their weights.
 
     Activation memory grows with examples x padded length; a batch whose
     longest example times its size exceeds `max_tokens` is split into equal
     parts, and weighting each part's mean loss by its share of the batch makes
-    the summed gradient the whole batch's. Short batches stay whole.
+    the summed gradient the whole batch's. Short batches stay whole. The
+    indices are batch units (`Units`): with `sizes` (rows per unit, for groups
+    of candidates) a pass holds whole units, never part of one.
     """
-    count = max(1, min(len(indices), math.ceil(int(lengths[indices].max()) * len(indices) / max_tokens)))
+    rows = len(indices) if sizes is None else int(sizes[indices].sum())
+    count = max(1, min(len(indices), math.ceil(int(lengths[indices].max()) * rows / max_tokens)))
     return [(part, len(part) / len(indices)) for part in np.array_split(indices, count)]
+
+
+@dataclass(frozen=True)
+class Units:
+    """A training set's rows as the units its batches are made of: each row alone, or each group of candidates whole.
+
+    Samplers, process shares and memory passes all work on unit indices, so a
+    ranking group is never split; `rows` turns units back into dataset rows.
+    For a task without groups a unit is its row, and everything is as before.
+    """
+
+    order: np.ndarray | None  # dataset rows, each unit's rows together (None: one row per unit, in row order)
+    starts: np.ndarray | None  # unit i is order[starts[i] : starts[i + 1]]
+    lengths: np.ndarray  # the longest row of each unit, in tokens (what length-grouped batching sorts by)
+    sizes: np.ndarray | None  # rows per unit (None: 1 each)
+
+    @classmethod
+    def of(cls, dataset) -> "Units":
+        lengths = column(dataset, "length")
+        if "group" not in dataset.column_names:
+            return cls(None, None, lengths, None)
+        groups = column(dataset, "group")
+        order = np.argsort(groups, kind="stable")
+        sizes = np.bincount(groups)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        return cls(order, starts, np.maximum.reduceat(lengths[order], starts[:-1]), sizes)
+
+    def rows(self, units: np.ndarray) -> np.ndarray:
+        if self.order is None:
+            return units
+        return np.concatenate([self.order[self.starts[unit] : self.starts[unit + 1]] for unit in units])
 
 
 def batch_targets(task: Task, batch: Batch, gold_weight: float) -> torch.Tensor:
@@ -174,7 +208,7 @@ def batch_targets(task: Task, batch: Batch, gold_weight: float) -> torch.Tensor:
     gold = task.type.gold_targets(batch, task.spec)
     if batch.teacher_rows is None:
         return gold
-    return blend(gold, task.type.teacher_targets(batch), gold_weight)
+    return blend(gold, task.type.teacher_targets(batch, task.spec), gold_weight)
 
 
 def _run_key(checkpointing: Checkpointing, processes: int) -> Checkpointing:
@@ -219,8 +253,9 @@ class _Training:
     precision: str
     teaching: Teaching | None
     max_tokens_per_pass: int
-    plan: list[Step]
-    lengths: dict[str, np.ndarray]
+    plan: list[Step]  # unit indices (`Units`) of each task per step
+    lengths: dict[str, np.ndarray]  # each training row's length in tokens
+    units: dict[str, Units]
     optimizer: torch.optim.Optimizer
     scheduler: object
     weighting: LossWeighting
@@ -288,7 +323,8 @@ def _setup(model, tasks, train_sets, tokenizer, config: TrainConfig, precision, 
     """The plan of every step, the optimizer with its schedule, and the loss weighting."""
     model.to(device()).train()
     lengths = {task.name: column(train_sets[task.name], "length") for task in tasks}
-    plan = SAMPLERS[config.step_sampler].plan({task.name: lengths[task.name] for task in tasks}, config, seed)
+    units = {task.name: Units.of(train_sets[task.name]) for task in tasks}
+    plan = SAMPLERS[config.step_sampler].plan({task.name: units[task.name].lengths for task in tasks}, config, seed)
     if accelerator().num_processes > 1 and any(len(step.parts) > 1 for step in plan):
         # DDP marks a parameter unused from the last forward before a backward; two tasks' forwards before one
         # backward would make it see the first task's head twice, and fail.
@@ -301,7 +337,7 @@ def _setup(model, tasks, train_sets, tokenizer, config: TrainConfig, precision, 
     # against 360-530 ms for the default update, 11-15% of a step (the embedding matrix is half of MiniLM).
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * len(plan)), len(plan))
-    return _Training(model, tasks, train_sets, tokenizer, config, precision, teaching, max_tokens_per_pass, plan, lengths, optimizer, scheduler, weighting)
+    return _Training(model, tasks, train_sets, tokenizer, config, precision, teaching, max_tokens_per_pass, plan, lengths, units, optimizer, scheduler, weighting)
 
 
 def _train_step(run: _Training, step: int) -> tuple[dict[str, dict[str, float]], tuple[int, int, int]]:
@@ -316,14 +352,14 @@ def _train_step(run: _Training, step: int) -> tuple[dict[str, dict[str, float]],
     rounds: list[list[tuple[Task, np.ndarray, float, float]]] = []
     examples = tokens = 0
     for task_index, indices in run.plan[step].parts:
-        task = run.tasks[task_index]
+        task, units = run.tasks[task_index], run.units[run.tasks[task_index].name]
         share, process_scale = process_share(indices, processes.process_index, processes.num_processes)
-        for number, (part, part_scale) in enumerate(memory_passes(share, run.lengths[task.name], run.max_tokens_per_pass)):
+        for number, (part, part_scale) in enumerate(memory_passes(share, units.lengths, run.max_tokens_per_pass, units.sizes)):
             if number == len(rounds):
                 rounds.append([])
-            rounds[number].append((task, part, part_scale, process_scale))
-        examples += len(indices)
-        tokens += int(run.lengths[task.name][share].sum())
+            rounds[number].append((task, units.rows(part), part_scale, process_scale))
+        examples += len(units.rows(indices))
+        tokens += int(run.lengths[task.name][units.rows(share)].sum())
     gold_weight, losses, weights, padded_tokens = run.gold_weight(step), defaultdict(float), {}, 0
     for number, passes in enumerate(rounds):
         # Gradients add up over the rounds; processes exchange them once, after the last.
@@ -360,13 +396,15 @@ def _check_finite(losses: dict[str, float], gradient_norm: float, step: int) -> 
 
 def _pass_loss(run: _Training, task: Task, part: np.ndarray, gold_weight: float) -> torch.Tensor:
     """The mean loss of one pass: some examples of one task, against their (blended) targets."""
-    inputs, labels = collate(run.train_sets[task.name], part, run.tokenizer, run.device)
+    dataset = run.train_sets[task.name]
+    inputs, labels = collate(dataset, part, run.tokenizer, run.device)
     teacher_rows = None if run.teaching is None else run.teaching.outputs[task.name][torch.as_tensor(part)]
-    batch = Batch(labels, teacher_rows)
+    groups = torch.as_tensor(np.asarray(dataset[part.tolist()]["group"])) if "group" in dataset.column_names else None
+    batch = Batch(labels, teacher_rows, groups)
     targets = batch_targets(task, batch, gold_weight).to(run.device)
     with autocast(run.precision, run.device):
         outputs = run.trained(task.name, inputs)
-    return task.type.loss(outputs, targets, batch)
+    return task.type.loss(outputs, targets, batch, task.spec)
 
 
 class _Meter:
@@ -465,4 +503,9 @@ def predict(
 def evaluate(model: MultiTaskModel, task: Task, dev_sets: dict, tokenizer, *, precision: str, batch_size: int):
     """Per-split outputs and the task's metrics; with several splits, metric names get the split as prefix."""
     outputs = {split: predict(model, task, dataset, tokenizer, precision=precision, batch_size=batch_size) for split, dataset in dev_sets.items()}
-    return outputs, task.score_splits({split: (torch.as_tensor(column(dataset, "label")), outputs[split]) for split, dataset in dev_sets.items()})
+    return outputs, task.score_splits({split: (torch.as_tensor(column(dataset, "label")), outputs[split], groups(dataset)) for split, dataset in dev_sets.items()})
+
+
+def groups(dataset) -> torch.Tensor | None:
+    """Each row's group number (a ranking task's data), or None for data without groups."""
+    return torch.as_tensor(column(dataset, "group")) if "group" in dataset.column_names else None

@@ -1,15 +1,19 @@
-"""What an answer module costs per training step: MT-DNN's SAN head against the linear head, side by side in one run.
+"""What an answer module or task type costs per training step, against the linear head, side by side in one run.
 
-    BAM_DATA_DIR=../shared/data/glue HF_HUB_OFFLINE=1 \\
-      python benchmarks/heads.py recipes/glue-mini.toml --task rte --json heads.json
+    BAM_DATA_DIR=../shared/data/nli HF_HUB_OFFLINE=1 python benchmarks/heads.py recipes/qnli-v1-ranking.toml \\
+      --variant linear:qnli_v1_classification \\
+      --variant 'san:qnli_v1_classification:custom_tasks.qnli_v1_classification.head="san"' \\
+      --variant ranking:qnli_v1_ranking:teacher.batch_size=16 --json heads.json
 
-Trains one pair task of the recipe alone (its teacher settings: batch size,
-learning rate) with each head in turn, in the same process, on the same
-batches: `--rounds` rounds of `--steps` timed steps per head, the heads
-alternating round by round so that a slower or busier moment of the machine
-falls on both. Each round starts from a freshly built model and is preceded by
-`--warmup` untimed steps. The figure to read is each head's median seconds per
-step divided by the linear head's. Run it on quiet cores (pause a running
+Each `--variant NAME:TASK[:SETTING...]` trains one task of the recipe alone (its
+teacher settings, changed by the `--set`-style SETTINGs, separated by `;`), in
+the same process: `--rounds` rounds of `--steps` timed steps per variant, the
+variants alternating round by round so that a slower or busier moment of the
+machine falls on all. Each round starts from a freshly built model and is
+preceded by `--warmup` untimed steps. The figure to read is each variant's
+median seconds per step divided by the first variant's. Above, the ranking
+task's batches of 16 groups hold 32 rows, as the classifier's batches of 32:
+the same rows per step, scored two ways. Run it on quiet cores (pause a running
 sweep with `kill -STOP`).
 """
 
@@ -23,9 +27,6 @@ import time
 from pathlib import Path
 
 import bam  # noqa: F401  first: keeps oneDNN off AMX on VMs that forbid it (bam/hardware.py)
-
-HEADS = ("linear", "san")  # san with MT-DNN's defaults: K = 5 steps
-
 
 def seconds_per_step(recipe, task, data, tokenizer, warmup: int, steps: int) -> float:
     """Median seconds per timed step of one freshly built model of `task`."""
@@ -47,7 +48,7 @@ def seconds_per_step(recipe, task, data, tokenizer, warmup: int, steps: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipe")
-    parser.add_argument("--task", default="rte", help="a sentence-pair classification task of the recipe")
+    parser.add_argument("--variant", action="append", required=True, help="NAME:TASK[:SETTING;SETTING...]; the first is the baseline")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=2)
@@ -63,24 +64,29 @@ def main() -> None:
     from bam.training import quiet_libraries
 
     quiet_libraries()
-    recipe = load_recipe(arguments.recipe)
-    tokenizer = load_tokenizer(recipe.model, recipe.max_length)
-    measured = {name: [] for name in HEADS}
+    variants = {}
+    for given in arguments.variant:
+        name, task_name, *settings = given.split(":", 2)
+        recipe = load_recipe(arguments.recipe, settings[0].split(";") if settings else [])
+        task = resolve(recipe, task_name)[0]
+        data = load_tokenized(task, data_directories(), load_tokenizer(recipe.model, recipe.max_length), recipe.max_length)[0]
+        variants[name] = (recipe, task, data)
+    tokenizer = load_tokenizer(variants[next(iter(variants))][0].model, variants[next(iter(variants))][0].max_length)
+    measured = {name: [] for name in variants}
     for _ in range(arguments.rounds):
-        for name in HEADS:
-            headed = load_recipe(arguments.recipe, [f'custom_tasks.{arguments.task}.head="{name}"'])
-            task = resolve(headed, arguments.task)[0]
-            data = load_tokenized(task, data_directories(), tokenizer, recipe.max_length)[0]
-            measured[name].append(seconds_per_step(headed, task, data, tokenizer, arguments.warmup, arguments.steps))
+        for name, (recipe, task, data) in variants.items():
+            measured[name].append(seconds_per_step(recipe, task, data, tokenizer, arguments.warmup, arguments.steps))
     medians = {name: statistics.median(values) for name, values in measured.items()}
+    baseline = medians[next(iter(medians))]
     results = {
-        "recipe": arguments.recipe, "task": arguments.task, "batch_size": recipe.teacher.batch_size, "threads": torch.get_num_threads(),
+        "recipe": arguments.recipe, "variants": arguments.variant, "threads": torch.get_num_threads(),
+        "batch_sizes": {name: recipe.teacher.batch_size for name, (recipe, _, _) in variants.items()},
         "rounds": arguments.rounds, "steps_per_round": arguments.steps,
         "seconds_per_step": measured, "median_seconds_per_step": medians,
-        "relative_to_linear": {name: value / medians["linear"] for name, value in medians.items()},
+        "relative_to_first": {name: value / baseline for name, value in medians.items()},
     }  # fmt: skip
     for name, value in medians.items():
-        print(f"{name:>8}: {value:.3f} s/step  ({value / medians['linear']:.2f}x linear)")
+        print(f"{name:>14}: {value:.3f} s/step  ({value / baseline:.2f}x {next(iter(medians))})")
     if arguments.json:
         arguments.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -33,7 +33,7 @@ SPEC = TaskSpec(labels=("no", "yes"))
 def test_classification_blend_of_one_hot_gold_and_teacher_softmax(weight, expected):
     # Gold label 0; teacher logits (0, 1): softmax = (1/(1+e), e/(1+e)) = (0.2689, 0.7311).
     batch = Batch(torch.tensor([0]), teacher_rows=torch.tensor([[0.0, 1.0]]))
-    gold, teacher = CLASSIFICATION.gold_targets(batch, SPEC), CLASSIFICATION.teacher_targets(batch)
+    gold, teacher = CLASSIFICATION.gold_targets(batch, SPEC), CLASSIFICATION.teacher_targets(batch, SPEC)
     target = blend(gold, teacher, weight)
     assert target[0].tolist() == pytest.approx(expected, abs=1e-4)
     assert target.sum().item() == pytest.approx(1.0)
@@ -42,5 +42,5 @@ def test_classification_blend_of_one_hot_gold_and_teacher_softmax(weight, expect
 @pytest.mark.parametrize(("weight", "expected"), [(0.0, 0.2), (0.5, 0.5), (1.0, 0.8)])
 def test_regression_blend_of_gold_value_and_teacher_value(weight, expected):
     batch = Batch(torch.tensor([0.8]), teacher_rows=torch.tensor([[0.2]]))
-    gold, teacher = REGRESSION.gold_targets(batch, TaskSpec(type="regression")), REGRESSION.teacher_targets(batch)
+    gold, teacher = REGRESSION.gold_targets(batch, TaskSpec(type="regression")), REGRESSION.teacher_targets(batch, TaskSpec(type="regression"))
     assert blend(gold, teacher, weight).tolist() == pytest.approx([expected])

@@ -73,7 +73,7 @@ def test_training_averages_the_kept_steps_and_the_loss_is_their_cross_entropy():
     classification = task_type("classification", "rte")
     spec = __import__("bam.config", fromlist=["TaskSpec"]).TaskSpec(labels=("yes", "no"))
     batch = Batch(torch.tensor([0]))
-    loss = classification.loss(outputs, classification.gold_targets(batch, spec), batch)
+    loss = classification.loss(outputs, classification.gold_targets(batch, spec), batch, spec)
     assert loss.item() == pytest.approx(0.3567, abs=1e-4)
 
 

@@ -17,14 +17,14 @@ SIMILARITY = TaskSpec(type="regression", label_range=(0.0, 5.0), metrics=("pears
 def test_soft_cross_entropy_equals_hard_cross_entropy_on_one_hot_targets():
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.5]])
     batch = Batch(torch.tensor([0, 1]))
-    soft = CLASSIFICATION.loss(logits, CLASSIFICATION.gold_targets(batch, BINARY), batch)
+    soft = CLASSIFICATION.loss(logits, CLASSIFICATION.gold_targets(batch, BINARY), batch, BINARY)
     assert soft.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, batch.labels).item())
 
 
 def test_regression_loss_is_the_mean_squared_error_on_the_unit_scale():
     batch = Batch(torch.tensor([0.2, 1.0]))
     # ((0.5 - 0.2)^2 + (0.5 - 1.0)^2) / 2 = (0.09 + 0.25) / 2 = 0.17
-    assert REGRESSION.loss(torch.tensor([[0.5], [0.5]]), REGRESSION.gold_targets(batch, SIMILARITY), batch).item() == pytest.approx(0.17)
+    assert REGRESSION.loss(torch.tensor([[0.5], [0.5]]), REGRESSION.gold_targets(batch, SIMILARITY), batch, SIMILARITY).item() == pytest.approx(0.17)
 
 
 def test_labels_are_parsed_and_checked_by_type():
@@ -39,9 +39,9 @@ def test_labels_are_parsed_and_checked_by_type():
 
 
 def test_predictions_and_metric_inputs_use_the_original_scale():
-    gold, predicted = REGRESSION.metric_inputs(torch.tensor([0.5, 1.0]), torch.tensor([[0.1], [0.9]]), SIMILARITY)
+    gold, predicted = REGRESSION.metric_inputs(Batch(torch.tensor([0.5, 1.0])), torch.tensor([[0.1], [0.9]]), SIMILARITY)
     assert gold.tolist() == pytest.approx([2.5, 5.0]) and predicted.tolist() == pytest.approx([0.5, 4.5])
-    gold, predicted = CLASSIFICATION.metric_inputs(torch.tensor([1, 0]), torch.tensor([[0.2, 0.9], [0.3, -1.0]]), BINARY)
+    gold, predicted = CLASSIFICATION.metric_inputs(Batch(torch.tensor([1, 0])), torch.tensor([[0.2, 0.9], [0.3, -1.0]]), BINARY)
     assert gold.tolist() == [1, 0] and predicted.tolist() == [1, 0]
 
 

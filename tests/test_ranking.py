@@ -1,0 +1,284 @@
+"""The ranking task type (MT-DNN's pairwise ranking): its maths against the reference's hand values, groups kept
+whole by every batching step, the data and store checks, and a ranking task end to end on the tiny encoder."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bam.config import LocalFiles, TaskSpec, load_recipe
+from bam.data import load_task, read_split
+from bam.distillation import blend
+from bam.errors import BamError
+from bam.files import write_json
+from bam.sampling import SAMPLERS
+from bam.config import TrainConfig
+from bam.task_types import TASK_TYPES, Batch, candidate_ranks, group_log_softmax, positive_ranks
+from bam.tasks import Task, resolve
+from bam.teacher_store import Predictions, read_manifest, read_predictions, read_teacher, write_predictions
+from bam.training import Units, memory_passes, process_share
+
+from conftest import write_recipe
+from test_cli import bam
+
+RANKING = TASK_TYPES["ranking"]
+LOCAL = LocalFiles(folder="QA", text_columns=("question", "answer"), group_column="group")
+SPEC = TaskSpec(type="ranking", labels=("wrong", "right"), metrics=("accuracy", "mrr"), local=LOCAL)
+
+
+def ranking_batch(labels, groups, teacher=None) -> Batch:
+    return Batch(torch.tensor(labels), None if teacher is None else torch.tensor(teacher).unsqueeze(-1), torch.tensor(groups))
+
+
+# --- the maths, against ../shared/reference/mt-dnn-and-loss-weighting.md §1.4 ---------------------------------
+
+
+def test_two_candidates_give_the_references_probabilities_and_loss():
+    scores, batch = torch.tensor([[1.0], [2.0]]), ranking_batch([0, 1], [0, 0])
+    probabilities = group_log_softmax(scores.squeeze(-1), batch.groups).exp()
+    torch.testing.assert_close(probabilities, torch.tensor([0.2689, 0.7311]), atol=1e-4, rtol=0)
+    assert RANKING.loss(scores, RANKING.gold_targets(batch, SPEC), batch, SPEC).item() == pytest.approx(0.3133, abs=1e-4)
+    assert candidate_ranks(scores.squeeze(-1), batch.groups).tolist() == [2, 1]  # the prediction (0, 1): the second ranks first
+
+
+def test_three_candidates_and_a_scale_of_two_give_the_references_values():
+    batch = ranking_batch([0, 1, 0], [5, 5, 5])
+    loss = RANKING.loss(torch.tensor([[0.5], [2.0], [1.0]]), RANKING.gold_targets(batch, SPEC), batch, SPEC)
+    assert loss.item() == pytest.approx(-math.log(0.6285), abs=1e-4) and loss.item() == pytest.approx(0.4644, abs=1e-4)
+    scaled = TaskSpec(**{**vars(SPEC), "ranking_scale": 2.0})
+    pair = ranking_batch([0, 1], [0, 0])
+    assert RANKING.loss(torch.tensor([[1.0], [2.0]]), RANKING.gold_targets(pair, scaled), pair, scaled).item() == pytest.approx(-math.log(0.8808), abs=1e-4)
+
+
+def test_the_loss_is_the_mean_over_groups_and_never_mixes_them():
+    # Groups 0 and 1 interleaved: each group's softmax must see only its own candidates.
+    batch = ranking_batch([0, 0, 1, 1], [0, 1, 0, 1])
+    scores = torch.tensor([[1.0], [0.5], [2.0], [0.5]])
+    expected = (-math.log(math.exp(2) / (math.exp(1) + math.exp(2))) - math.log(0.5)) / 2
+    assert RANKING.loss(scores, RANKING.gold_targets(batch, SPEC), batch, SPEC).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_teacher_targets_are_the_teachers_softmax_over_each_group_and_blend_with_gold():
+    batch = ranking_batch([0, 1, 1, 0, 0], [0, 0, 1, 1, 1], teacher=[1.0, 2.0, 0.0, 0.0, 0.0])
+    teacher = RANKING.teacher_targets(batch, SPEC)
+    torch.testing.assert_close(teacher, torch.tensor([0.2689, 0.7311, 1 / 3, 1 / 3, 1 / 3]), atol=1e-4, rtol=0)
+    blended = blend(RANKING.gold_targets(batch, SPEC), teacher, 0.25)  # 0.25 gold, 0.75 teacher
+    torch.testing.assert_close(blended, torch.tensor([0.75 * 0.2689, 0.25 + 0.75 * 0.7311, 0.25 + 0.25, 0.25, 0.25]), atol=1e-4, rtol=0)
+    assert torch.allclose(torch.zeros(2).index_add(0, batch.groups, blended), torch.ones(2))  # still a distribution per group
+
+
+def test_group_accuracy_and_mrr_by_hand():
+    # group 0: positive scored highest (rank 1); group 1: positive second of three (rank 2); group 2: positive last of 2.
+    labels, groups = torch.tensor([1, 0, 0, 1, 0, 0, 1]), torch.tensor([0, 0, 1, 1, 1, 2, 2])
+    outputs = torch.tensor([[3.0], [1.0], [5.0], [4.0], [0.0], [2.0], [1.0]])
+    assert positive_ranks(outputs.squeeze(-1), labels, groups).tolist() == [0, 1, 1]
+    scores = Task("qa", SPEC).score(labels, outputs, groups)
+    assert scores["accuracy"] == pytest.approx(100 / 3)
+    assert scores["mrr"] == pytest.approx(100 * (1 + 1 / 2 + 1 / 2) / 3)
+
+
+def test_a_tie_with_the_positive_is_not_a_right_ranking():
+    assert positive_ranks(torch.tensor([1.0, 1.0]), torch.tensor([0, 1]), torch.tensor([0, 0])).tolist() == [1]
+
+
+def test_answers_give_each_candidates_score_and_rank_in_its_group():
+    answers = RANKING.answers(torch.tensor([[0.1], [0.7], [0.3], [0.2]]), SPEC, torch.tensor([0, 0, 1, 1]))
+    assert [(answer.rank, round(answer.score, 3)) for answer in answers] == [(2, 0.1), (1, 0.7), (1, 0.3), (2, 0.2)]
+    with pytest.raises(BamError, match="group"):
+        RANKING.answers(torch.tensor([[0.1]]), SPEC)
+
+
+def test_an_ensemble_of_ranking_teachers_teaches_the_mean_of_their_group_distributions():
+    groups = torch.tensor([0, 0, 1, 1, 1])
+    a, b = torch.tensor([[1.0], [2.0], [0.0], [1.0], [3.0]]), torch.tensor([[0.5], [-1.0], [2.0], [2.0], [0.0]])
+    scaled = TaskSpec(**{**vars(SPEC), "ranking_scale": 2.0})
+    stored = RANKING.ensemble([a, b], scaled, groups)
+    mean = (group_log_softmax(2 * a.squeeze(-1), groups).exp() + group_log_softmax(2 * b.squeeze(-1), groups).exp()) / 2
+    torch.testing.assert_close(RANKING.teacher_targets(Batch(torch.zeros(5), stored, groups), scaled), mean)
+
+
+def test_the_kpi_is_the_batchs_group_accuracy():
+    batch = ranking_batch([1, 0, 0, 1], [0, 0, 1, 1])
+    assert RANKING.kpi(torch.tensor([[2.0], [1.0], [2.0], [1.0]]), batch, SPEC) == pytest.approx(0.5)
+
+
+# --- groups stay whole ----------------------------------------------------------------------------------------
+
+
+class _Rows:
+    """Just enough of a datasets.Dataset for `Units.of`."""
+
+    def __init__(self, groups, lengths):
+        self.columns = {"group": list(groups), "length": list(lengths)}
+        self.column_names = list(self.columns)
+
+    def __getitem__(self, name):
+        return self.columns[name]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 5])
+@pytest.mark.parametrize("processes", [1, 2, 3])
+@pytest.mark.parametrize("sampler", ["proportional", "epoch-shuffle", "all-tasks"])
+def test_no_batch_process_share_or_memory_pass_splits_a_group(batch_size, processes, sampler):
+    generator = np.random.default_rng(batch_size * 10 + processes)
+    sizes = generator.integers(1, 5, size=23)  # groups of 1 to 4 candidates, their rows shuffled in the file
+    groups = generator.permutation(np.repeat(np.arange(23), sizes))
+    units = Units.of(_Rows(groups, generator.integers(3, 30, size=len(groups))))
+    assert sorted(units.rows(np.arange(23)).tolist()) == list(range(len(groups)))  # every row in exactly one unit
+    config = TrainConfig(batch_size=batch_size, epochs=2, step_sampler=sampler, length_group_batches=2)
+    plan = SAMPLERS[sampler].plan({"qa": units.lengths, "other": np.arange(1, 8)}, config, seed=3)
+    for step in plan:
+        for task, indices in step.parts:
+            if task != 0:
+                continue
+            for process in range(processes):
+                share, _ = process_share(indices, process, processes)
+                for part, _ in memory_passes(share, units.lengths, max_tokens=40, sizes=units.sizes):
+                    rows = units.rows(part)
+                    for group in set(groups[rows]):  # each group in the pass with all its rows
+                        assert set(np.flatnonzero(groups == group)) <= set(rows.tolist())
+
+
+def test_memory_passes_count_a_groups_rows():
+    lengths, sizes = np.array([10, 10, 10, 10]), np.array([4, 4, 1, 1])
+    assert len(memory_passes(np.arange(4), lengths, max_tokens=100, sizes=sizes)) == 1  # 10 rows x 10 tokens
+    assert len(memory_passes(np.array([0, 1]), lengths, max_tokens=40, sizes=sizes)) == 2  # 8 rows x 10 tokens: one group per pass
+
+
+# --- data and store -------------------------------------------------------------------------------------------
+
+QUESTIONS = [("where does the cat sleep", "the cat sleeps in the house", "the dog runs in the field"),
+             ("where does the fox hide", "the fox hides in the forest", "the owl sits in the barn"),
+             ("where does the fish wait", "the fish waits in the river", "the horse plays in the garden"),
+             ("where does the bird sit", "the bird sits in the garden", "the mouse hides in the house")]  # fmt: skip
+
+
+def write_qa(folder, rows_per_file: int = 40, extra: str = "") -> None:
+    """Invented questions, each with its right answer and one or two wrong ones, rows of a group not adjacent."""
+    (folder / "QA").mkdir(parents=True, exist_ok=True)
+    generator = np.random.default_rng(0)
+    for name, count in (("train.tsv", rows_per_file), ("dev.tsv", rows_per_file // 2)):
+        rows = []
+        for group in range(count // 2):
+            question, right, wrong = QUESTIONS[int(generator.integers(len(QUESTIONS)))]
+            rows += [(f"g{group}", question, right, "right"), (f"g{group}", question, wrong, "wrong")]
+        order = generator.permutation(len(rows))
+        lines = ["group\tquestion\tanswer\tlabel", *("\t".join(rows[index]) for index in order)]
+        (folder / "QA" / name).write_text("\n".join(lines) + "\n" + extra)
+
+
+def qa_task(**local) -> Task:
+    return Task("qa", TaskSpec(**{**vars(SPEC), "local": LocalFiles(**{**vars(LOCAL), **local})}))
+
+
+def test_groups_are_numbered_in_order_of_first_appearance_and_fingerprinted(tmp_path):
+    write_qa(tmp_path)
+    dataset = read_split(tmp_path / "QA" / "train.tsv", qa_task().spec)
+    groups = dataset["group"][:]
+    assert groups[0] == 0 and max(groups) == 19 and sorted(set(groups)) == list(range(20))
+    assert [groups.index(number) for number in range(20)] == sorted(groups.index(number) for number in range(20))
+
+
+@pytest.mark.parametrize("wrong_line, positives", [("g0\twhere does the cat sleep\tthe cat sleeps\tright\n", 2), (None, 0)])
+def test_a_group_without_exactly_one_positive_is_refused_naming_its_row_or_dropped_and_counted(tmp_path, caplog, wrong_line, positives):
+    write_qa(tmp_path)
+    path = tmp_path / "QA" / "train.tsv"
+    if wrong_line:
+        path.write_text(path.read_text() + wrong_line)
+    else:
+        path.write_text(path.read_text() + "g99\twhere\tnowhere\twrong\n")
+    with pytest.raises(BamError, match=rf"train.tsv:\d+: the group starting here has {positives} positive candidates \('right'\); a ranking group needs exactly one"):
+        read_split(path, qa_task().spec)
+    with caplog.at_level("INFO"):
+        dataset = read_split(path, qa_task(invalid_groups="drop").spec)
+    assert len(dataset) == 40 - 2 * (positives == 2) and "left out 1 of 2" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"local": LocalFiles(**{**vars(LOCAL), "group_column": ""})}, "a ranking task needs `local.group_column`"),
+        ({"labels": ("a", "b", "c")}, "a ranking task has two `labels`"),
+        ({"ranking_scale": 0.0}, "`ranking_scale` must be a positive finite number"),
+        ({"metrics": ("f1",)}, "metric 'f1' does not fit a ranking task"),
+        ({"head": "san", "head_options": {}}, "the san head answers with class probabilities"),
+        ({"local": LocalFiles(**{**vars(LOCAL), "dev_fraction": 0.2, "dev": {"dev": "dev.tsv"}})}, "cannot hold out part of a task with groups"),
+        ({"type": "classification", "metrics": ("accuracy",)}, "a classification task has no groups"),
+        ({"local": LocalFiles(**{**vars(LOCAL), "group_column": 0})}, "`local.group_column` gives position 0 while `local.header` is true"),
+    ],
+)
+def test_specs_a_ranking_task_cannot_train_are_refused_in_one_line(tmp_path, tiny_model, change, message):
+    from bam.tasks import check_spec
+
+    with pytest.raises(BamError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_spec("qa", TaskSpec(**{**vars(SPEC), **change}))
+
+
+def test_a_missing_group_column_is_named(tmp_path):
+    write_qa(tmp_path)
+    with pytest.raises(BamError, match="'topic'"):
+        read_split(tmp_path / "QA" / "train.tsv", qa_task(group_column="topic").spec)
+
+
+def test_store_files_keep_groups_and_version_one_stores_are_still_read(tmp_path):
+    predictions = Predictions(torch.tensor([4, 5, 6]), torch.tensor([[0.1], [0.2], [0.3]]), torch.tensor([1, 0, 1]), torch.tensor([0, 0, 1]))
+    write_predictions(tmp_path / "train.safetensors", predictions)
+    assert read_predictions(tmp_path / "train.safetensors").groups.tolist() == [0, 0, 1]
+    write_predictions(tmp_path / "plain.safetensors", Predictions(torch.tensor([4]), torch.tensor([[0.1, 0.2]]), torch.tensor([1])))
+    assert read_predictions(tmp_path / "plain.safetensors").groups is None
+    (tmp_path / "store" / "qa").mkdir(parents=True)
+    manifest = {"format": "bam-teacher-store/1", "type": "classification", "labels": ["a", "b"], "train_fingerprint": "x", "files": {"train": {"path": "train.safetensors", "sha256": "0"}}}
+    write_json(tmp_path / "store" / "qa" / "manifest.json", manifest)
+    assert read_manifest(tmp_path / "store", "qa")["format"] == "bam-teacher-store/1"
+    write_json(tmp_path / "store" / "qa" / "manifest.json", {**manifest, "format": "bam-teacher-store/3"})
+    with pytest.raises(BamError, match="format 'bam-teacher-store/3' is not 'bam-teacher-store/1' or 'bam-teacher-store/2'"):
+        read_manifest(tmp_path / "store", "qa")
+
+
+# --- end to end -------------------------------------------------------------------------------------------------
+
+RECIPE_TASK = """
+[custom_tasks.qa]
+type = "ranking"
+labels = ["wrong", "right"]
+metrics = ["accuracy", "mrr"]
+[custom_tasks.qa.local]
+folder = "QA"
+text_columns = ["question", "answer"]
+group_column = "group"
+"""
+
+
+def test_a_ranking_task_trains_teaches_a_student_and_predicts_ranks(tmp_path, tiny_model):
+    from conftest import GLUE_FIXTURE
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(GLUE_FIXTURE / "RTE", data / "RTE")
+    write_qa(data)
+    recipe = write_recipe(tmp_path, tiny_model, RECIPE_TASK)
+    recipe.write_text(recipe.read_text().replace('tasks = ["rte", "stsb", "cola"]', 'tasks = ["qa", "rte"]'))
+    store, run = tmp_path / "teachers", tmp_path / "student"
+    result = bam("train-teachers", recipe, "--data-dir", data, "--out", store)
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(store, "qa")
+    assert manifest["format"] == "bam-teacher-store/2" and set(manifest["files"]) == {"train", "dev"}
+    stored = read_predictions(store / "qa" / "train.safetensors")
+    train = load_task(resolve(load_recipe(recipe), "qa")[0], data).train
+    assert stored.groups.tolist() == train["group"][:]
+    dev_metrics = manifest["dev_metrics"]
+    assert set(dev_metrics) == {"accuracy", "mrr", "score"} and 50 <= dev_metrics["mrr"] <= 100
+
+    result = bam("distill", recipe, "--data-dir", data, "--teachers", store, "--out", run, "--anneal", "linear")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())["tasks"]["qa"]
+    assert set(metrics) == {"accuracy", "mrr", "score"}
+
+    out = tmp_path / "answers.jsonl"
+    result = bam("predict", run, data / "QA" / "dev.tsv", "--task", "qa", "--out", out)
+    assert result.exit_code == 0, result.output
+    answers = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(answers) == 20 and sorted({answer["rank"] for answer in answers}) == [1, 2]
+    assert f"accuracy {metrics['accuracy']:.2f}" in result.output  # the same model on the same dev file scores the same
