@@ -13,6 +13,7 @@ the rest. plan -> execute (in dependency order) -> collect the results table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from bam.conditions import CONDITIONS, finished_marker, run_folder, teacher_store, trained_encoder
-from bam.config import Recipe, load_recipe, parse_override, to_dict
+from bam.config import Recipe, build, load_recipe, parse_override, to_dict
 from bam.data import DataDirectories, as_directories, describe_directories
 from bam.ensemble import check_built_from
 from bam.errors import BamError, first_line
@@ -283,6 +284,11 @@ def _check_or_write_description(path: Path, description: dict) -> None:
     stored = read_json(path)
     if not isinstance(stored, dict):
         raise BamError(f"{path}: not a sweep description")
+    if isinstance(stored.get("recipe"), dict):
+        # Read through today's Recipe: a setting added to bam since the folder was made takes its default,
+        # which is what the older code did, so it does not count as a difference.
+        with contextlib.suppress(BamError):
+            stored = {**stored, "recipe": json.loads(json.dumps(to_dict(build(Recipe, stored["recipe"]))))}
     wanted, stored = _flatten(json.loads(json.dumps(description))), _flatten(stored)
     there, now = (lambda key: stored.get(key, "(absent)")), (lambda key: wanted.get(key, "(absent)"))
     differing = sorted(key for key in wanted.keys() | stored.keys() if there(key) != now(key))

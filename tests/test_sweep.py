@@ -96,6 +96,18 @@ def test_a_sweep_folder_refuses_other_settings(recipe, tmp_path):
         sweep(recipe, tmp_path / "sweep", seeds=[0], conditions=["single"], overrides=['tasks=["rte","stsb"]', "max_length=16"])
 
 
+def test_a_sweep_folder_from_an_older_bam_resumes_when_only_new_defaults_are_missing(recipe, tmp_path):
+    sweep(recipe, tmp_path / "sweep", seeds=[0], conditions=["single"])
+    described = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    del described["recipe"]["student"]["loss_weighting"], described["recipe"]["teacher"]["step_sampler"]  # settings added to bam later
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps(described))
+    sweep(recipe, tmp_path / "sweep", seeds=[0], conditions=["single"])  # the same settings: resumed, nothing to train
+    described["recipe"]["teacher"]["step_sampler"] = "all-tasks"  # a setting that was given, and differs
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps(described))
+    with pytest.raises(BamError, match=r"recipe.teacher.step_sampler: 'all-tasks' there, 'proportional' now"):
+        sweep(recipe, tmp_path / "sweep", seeds=[0], conditions=["single"])
+
+
 def test_a_sweep_folder_in_use_is_refused_and_the_lock_ends_with_its_holder(recipe, tmp_path):
     out = tmp_path / "sweep"
     out.mkdir()
