@@ -21,6 +21,9 @@ and teacher ensembles (the MT-DNN distillation follow-up's, TextBrewer's):
                    per task for the whole sweep, not per seed, so it has no results row of its own
     bam-ensemble   a student distilled from `ensemble`, linear annealing: each seed's student has the same teacher
 
+A student condition followed by `+METHOD` is the same condition trained with
+that loss weighting (bam.weighting): `multi+uncertainty`, `bam+dwa`.
+
 Layout of a sweep folder, one folder per run:
 
     seed<N>/single/<task>/          the teacher store of seed N (one run per task)
@@ -35,6 +38,7 @@ Layout of a sweep folder, one folder per run:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -52,6 +56,7 @@ class Condition:
     members: str | None = None  # an ensemble's: the condition whose teacher stores, of every seed of the sweep, it averages
     per_task: bool = False  # one run per task instead of one for all
     teaches: bool = False  # a student that also stores its own predictions as a teacher store
+    loss_weighting: str | None = None  # the student's loss weighting, where the condition names one (`multi+uncertainty`)
 
     def needs(self) -> list[str]:
         """The conditions whose runs must finish before this one's."""
@@ -68,7 +73,38 @@ class Condition:
         return self.stage != "student"
 
 
-CONDITIONS: dict[str, Condition] = {
+class _Conditions(dict):
+    """The named conditions; a student condition's name with `+METHOD` appended names it with that loss weighting."""
+
+    def __missing__(self, name: str) -> Condition:
+        from bam.weighting import WEIGHTINGS  # it imports bam.config, which needs nothing from here
+
+        base, plus, method = name.partition("+")
+        if plus and base in self and self[base].stage == "student" and method in WEIGHTINGS:
+            return dataclasses.replace(self[base], name=name, loss_weighting=method)
+        raise KeyError(name)
+
+    def __contains__(self, name) -> bool:
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+
+def condition_order(name: str) -> tuple[int, str]:
+    """Where a condition sorts: after the conditions it may need, a weighted variant right after its base."""
+    base = name.partition("+")[0]
+    return (list(CONDITIONS).index(base) if base in CONDITIONS else len(CONDITIONS), name)
+
+
+def conditions_in(sweep: Path) -> list[str]:
+    """Every named condition, and the weighted variants (`multi+dwa`) that have a folder in the sweep."""
+    variants = {folder.name for seed in Path(sweep).glob("seed*") if seed.is_dir() for folder in seed.iterdir() if "+" in folder.name and folder.name in CONDITIONS}
+    return [*CONDITIONS, *sorted(variants, key=condition_order)]
+
+
+CONDITIONS: dict[str, Condition] = _Conditions({
     condition.name: condition
     for condition in (
         Condition("single", "teachers", per_task=True),
@@ -81,7 +117,7 @@ CONDITIONS: dict[str, Condition] = {
         Condition("ensemble", "ensemble", members="single", per_task=True),
         Condition("bam-ensemble", "student", anneal="linear", teacher="ensemble"),
     )
-}
+})
 
 
 def run_folder(sweep: Path, condition: str, seed: int | None, task: str | None = None) -> Path:

@@ -42,7 +42,8 @@ class TrainConfig:
     task_sampling_alpha: float = setting(0.75, "tasks are sampled in proportion to |D|^alpha (1 proportional, 0 uniform)")
     length_group_batches: int = setting(50, "batches per length-sorted group: more means less padding, fewer means more random batches (1: random)")
     step_sampler: str = setting("proportional", "which tasks a step trains (bam.sampling): proportional (|D|^alpha), epoch-shuffle (MT-DNN), all-tasks")
-    loss_weighting: str = setting("equal", "how a step's per-task losses are combined (bam.weighting): equal")
+    loss_weighting: str = setting("equal", "how a step's per-task losses are combined (bam.weighting): equal, fixed, uncertainty, dwa, dtp, gradnorm, mgda, pcgrad, famo")
+    loss_weighting_options: dict[str, float] = setting({}, "the method's settings (bam.weighting), or task = weight for fixed; each method checks its own")
 
 
 # Teacher annealing schedules (bam.distillation computes them); the CLI's --anneal offers the same.
@@ -257,7 +258,33 @@ def recipe_from_data(data: dict, overrides: typing.Sequence[str], path: str | Pa
     for key, value, known in _choices(recipe):
         if value not in known:
             raise BamError(f"{path}: {key} = {value!r} is not one of {', '.join(known)}{did_you_mean(value, known)}")
-    return recipe
+    return with_weighting_samplers(recipe, path)
+
+
+def with_weighting_samplers(recipe: Recipe, path: str | Path) -> Recipe:
+    """Each section's weighting settings checked, and the all-tasks sampler for a method that needs every task's loss in every step.
+
+    The default sampler (proportional) is replaced, and the recipe a run records says so; a
+    sampler chosen otherwise (epoch-shuffle) cannot feed such a method and is refused.
+    """
+    from bam.weighting import WEIGHTINGS
+
+    changed = {}
+    for section in ("teacher", "student"):
+        config = getattr(recipe, section)
+        method = WEIGHTINGS[config.loss_weighting]
+        try:
+            method.check_options(config.loss_weighting_options, recipe.tasks)
+        except BamError as error:
+            raise BamError(f"{path}: {section}.{error}") from None
+        if method.needs_all_tasks and config.step_sampler != "all-tasks":
+            if config.step_sampler != TrainConfig().step_sampler:
+                raise BamError(
+                    f"{path}: {section}.loss_weighting = {config.loss_weighting!r} needs every task's loss in every step, "
+                    f"which step_sampler = {config.step_sampler!r} does not give; use 'all-tasks' (or leave step_sampler unset)"
+                )
+            changed[section] = dataclasses.replace(config, step_sampler="all-tasks")
+    return dataclasses.replace(recipe, **changed) if changed else recipe
 
 
 def _on_registry_specs(recipe: Recipe, data: dict) -> Recipe:

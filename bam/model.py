@@ -283,16 +283,16 @@ def _load_heads(model: MultiTaskModel, path: Path, rename=lambda name: name) -> 
     model.heads.load_state_dict(stored, strict=True)
 
 
-_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
 
 
 def layer_depth(parameter_name: str, num_layers: int) -> int:
     """How many layers below the top a parameter sits: 0 for the top layer and heads, num_layers for embeddings."""
     if not parameter_name.startswith("encoder."):
         return 0
-    if "embeddings" in parameter_name and not _LAYER_INDEX.search(parameter_name):
+    if "embeddings" in parameter_name and not LAYER_INDEX.search(parameter_name):
         return num_layers
-    match = _LAYER_INDEX.search(parameter_name)
+    match = LAYER_INDEX.search(parameter_name)
     return num_layers - 1 - int(match.group(1)) if match else 0
 
 
@@ -305,7 +305,7 @@ def parameter_groups(model: MultiTaskModel, learning_rate: float, decay: float, 
     """
     num_layers = model.encoder.config.num_hidden_layers
     encoder_names = [name for name, _ in model.named_parameters() if name.startswith("encoder.")]
-    if decay != 1.0 and not any(_LAYER_INDEX.search(name) for name in encoder_names):
+    if decay != 1.0 and not any(LAYER_INDEX.search(name) for name in encoder_names):
         raise BamError(
             f"layer-wise learning-rate decay: no numbered layers found in {type(model.encoder).__name__}; set layerwise_lr_decay = 1.0"
         )

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from bam import metrics
-from bam.conditions import CONDITIONS, dev_prediction_files
+from bam.conditions import conditions_in, dev_prediction_files
 from bam.config import Recipe, build
 from bam.errors import BamError, first_line
 from bam.files import check_writable, read_json, replaced_atomically, write_csv, write_text
@@ -141,7 +141,7 @@ def missing_runs(sweep: Path) -> list[str]:
     tasks = [task.name for task in resolve(recipe)]
     # Every seed with a folder (one whose every run failed has no finished run), and every condition with a finished run.
     seeds = sorted(int(folder.name[4:]) for folder in sweep.glob("seed*") if folder.name[4:].isdigit())
-    runs = plan(tasks, seeds, CONDITIONS)
+    runs = plan(tasks, seeds, conditions_in(sweep))
     conditions = list(dict.fromkeys(run.condition for run in runs if run.is_done(sweep)))
     return [run.name for run in plan(tasks, seeds, conditions) if not run.is_done(sweep)]
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bam.conditions import CONDITIONS, finished_marker, run_folder, teacher_store, trained_encoder
-from bam.config import Recipe, build, load_recipe, parse_override, to_dict
+from bam.conditions import CONDITIONS, condition_order, conditions_in, finished_marker, run_folder, teacher_store, trained_encoder
+from bam.config import Recipe, build, load_recipe, parse_override, to_dict, with_weighting_samplers
 from bam.data import DataDirectories, as_directories, describe_directories
 from bam.ensemble import check_built_from
 from bam.errors import BamError, first_line
@@ -74,14 +74,14 @@ def plan(tasks: Sequence[str], seeds: Sequence[int], conditions: Sequence[str]) 
     """
     unknown = [condition for condition in conditions if condition not in CONDITIONS]
     if unknown:
-        raise BamError(f"unknown condition {unknown[0]!r}; choose from {', '.join(CONDITIONS)}")
+        raise BamError(f"unknown condition {unknown[0]!r}; choose from {', '.join(CONDITIONS)}, or a student's with +METHOD (a loss weighting: multi+uncertainty)")
     needed, queue = set(), list(conditions)
     while queue:  # what the asked-for conditions need, and what that needs in turn
         condition = queue.pop()
         if condition not in needed:
             needed.add(condition)
             queue.extend(CONDITIONS[condition].needs())
-    ordered = [name for name in CONDITIONS if name in needed]  # CONDITIONS lists each after what it needs
+    ordered = sorted(needed, key=condition_order)  # CONDITIONS lists each after what it needs
     runs = []
     for phase in sorted({_phase(name) for name in ordered}):
         names = [name for name in ordered if _phase(name) == phase]
@@ -136,7 +136,8 @@ def execute(sweep: str, recipe: dict, run: Run, data_dirs: list[str], threads: i
     if condition.stage == "teachers":
         train_teachers(settings, tasks, data_dir=data, store=teacher_store(sweep, run.condition, run.seed))
     else:
-        settings = dataclasses.replace(settings, student=dataclasses.replace(settings.student, anneal=condition.anneal))
+        student = dataclasses.replace(settings.student, anneal=condition.anneal, loss_weighting=condition.loss_weighting or settings.student.loss_weighting)
+        settings = with_weighting_samplers(dataclasses.replace(settings, student=student), f"condition {run.condition}")
         teachers = teacher_store(sweep, condition.teacher, run.seed) if condition.teacher else sweep / "no-teachers"
         distill(settings, tasks, data_dir=data, teacher_store=teachers, out=run.folder(sweep), save_teacher_store=condition.teaches)
     return time.perf_counter() - started
@@ -358,11 +359,11 @@ def collect(sweep: Path, tasks: Sequence[str]) -> pd.DataFrame:
     """
     seeds = sorted(int(folder.name[4:]) for folder in sweep.glob("seed*") if folder.name[4:].isdigit())
     # A run across seeds (an ensemble) has no seed to give a row; the students it teaches have theirs.
-    runs = [run for run in plan(tasks, seeds, CONDITIONS) if not CONDITIONS[run.condition].across_seeds]
+    runs = [run for run in plan(tasks, seeds, conditions_in(sweep)) if not CONDITIONS[run.condition].across_seeds]
     rows = [row for run in runs if run.is_done(sweep) for row in _run_rows(sweep, run)]
     table = pd.DataFrame(rows, columns=["condition", "seed", "task", "score", "wall_seconds"] if not rows else None)
     # The per-task conditions get their average once every task of the seed has finished.
-    per_task = [name for name, condition in CONDITIONS.items() if condition.per_task]
+    per_task = [name for name in table["condition"].unique() if CONDITIONS[name].per_task]
     for (condition, seed), group in table[table["condition"].isin(per_task)].groupby(["condition", "seed"]):
         if set(group["task"]) == set(tasks):
             average = {
@@ -371,7 +372,7 @@ def collect(sweep: Path, tasks: Sequence[str]) -> pd.DataFrame:
                 **{key: ",".join(sorted(set(map(str, group[key])))) for key in RUN_FACTS if key != "wall_seconds"},
             }  # fmt: skip
             table = pd.concat([table, pd.DataFrame([average])], ignore_index=True)
-    order = {condition: index for index, condition in enumerate(CONDITIONS)}
+    order = {condition: index for index, condition in enumerate(sorted(table["condition"].unique(), key=condition_order))}
     task_order = {task: index for index, task in enumerate([*tasks, "average"])}
     table = table.sort_values(["condition", "seed", "task"], key=lambda values: values.map({**order, **task_order}) if values.name != "seed" else values)
     leading = ["condition", "seed", "task", "score"]

@@ -74,6 +74,7 @@ class TaskType(Protocol):
     label_dtype: str  # the `datasets` dtype of the label column
     batch_unit: str  # what a batch is made of: "example", or "group" (a ranking task's candidates, never split)
     discrete_labels: bool  # labels are classes: a held-out dev split is stratified by them, a hub's -1 means "no label"
+    likelihood: str  # "categorical" or "gaussian": which form of uncertainty weighting fits its loss (bam.weighting)
 
     def check_spec(self, task_name: str, spec: TaskSpec) -> None:
         """Refuse a spec this type cannot train, naming the task and field."""
@@ -131,6 +132,7 @@ class Classification:
     label_dtype = "int64"
     batch_unit = "example"
     discrete_labels = True
+    likelihood = "categorical"
 
     def check_spec(self, task_name: str, spec: TaskSpec) -> None:
         if len(spec.labels) < 2:
@@ -201,6 +203,7 @@ class Regression:
     label_dtype = "float32"
     batch_unit = "example"
     discrete_labels = False
+    likelihood = "gaussian"
 
     def check_spec(self, task_name: str, spec: TaskSpec) -> None:
         if not -math.inf < spec.label_range[0] < spec.label_range[1] < math.inf:
@@ -285,6 +288,7 @@ class Ranking:
     label_dtype = "int64"
     batch_unit = "group"
     discrete_labels = False  # the head gives one score per candidate, not a distribution over labels
+    likelihood = "categorical"  # a softmax over each group's candidates
 
     def check_spec(self, task_name: str, spec: TaskSpec) -> None:
         if len(spec.labels) != 2:

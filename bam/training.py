@@ -42,7 +42,7 @@ from bam.distillation import blend, gold_weight
 from bam.errors import BamError
 from bam.files import code_fingerprint
 from bam.hardware import resolve_precision
-from bam.model import ENCODER_INPUTS, MultiTaskModel, parameter_groups
+from bam.model import ENCODER_INPUTS, LAYER_INDEX, MultiTaskModel, layer_depth, parameter_groups
 from bam.sampling import SAMPLERS, Step
 from bam.task_types import Batch
 from bam.tasks import Task
@@ -329,7 +329,12 @@ def _setup(model, tasks, train_sets, tokenizer, config: TrainConfig, precision, 
         # DDP marks a parameter unused from the last forward before a backward; two tasks' forwards before one
         # backward would make it see the first task's head twice, and fail.
         raise BamError(f"step_sampler {config.step_sampler!r} trains several tasks per step, which bam cannot yet split over processes; run it in one process")
-    weighting = build_weighting(config.loss_weighting, [task.name for task in tasks]).to(device())
+    weighting = build_weighting(
+        config.loss_weighting, {task.name: task.type.likelihood for task in tasks}, config.loss_weighting_options, math.ceil(len(plan) / config.epochs)
+    ).to(device())
+    if weighting.keeps_task_gradients and accelerator().num_processes > 1:
+        raise BamError(f"loss_weighting {config.loss_weighting!r} keeps one gradient per task, which bam does not split over processes; run it in one process")
+    weighting.attach(*shared_parameters(model))
     groups = parameter_groups(model, config.learning_rate, config.layerwise_lr_decay, config.weight_decay)
     if learnable := [parameter for parameter in weighting.parameters() if parameter.requires_grad]:
         groups.append({"params": learnable, "lr": config.learning_rate, "weight_decay": 0.0})
@@ -338,6 +343,14 @@ def _setup(model, tasks, train_sets, tokenizer, config: TrainConfig, precision, 
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * len(plan)), len(plan))
     return _Training(model, tasks, train_sets, tokenizer, config, precision, teaching, max_tokens_per_pass, plan, lengths, units, optimizer, scheduler, weighting)
+
+
+def shared_parameters(model: MultiTaskModel) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """The encoder's parameters (what all tasks share), and those of its last numbered layer (GradNorm's W)."""
+    named = [(name, parameter) for name, parameter in model.named_parameters() if name.startswith("encoder.") and parameter.requires_grad]
+    layers = model.encoder.config.num_hidden_layers
+    last = [parameter for name, parameter in named if layer_depth(name, layers) == 0 and LAYER_INDEX.search(name)]
+    return [parameter for _, parameter in named], last
 
 
 def _train_step(run: _Training, step: int) -> tuple[dict[str, dict[str, float]], tuple[int, int, int]]:
@@ -364,19 +377,21 @@ def _train_step(run: _Training, step: int) -> tuple[dict[str, dict[str, float]],
     for number, passes in enumerate(rounds):
         # Gradients add up over the rounds; processes exchange them once, after the last.
         with processes.no_sync(run.trained) if number < len(rounds) - 1 else contextlib.nullcontext():
-            scaled = {}
+            scaled, kpis = {}, {}
             for task, part, part_scale, process_scale in passes:
-                loss = _pass_loss(run, task, part, gold_weight) * part_scale
+                loss, kpis[task.name] = _pass_loss(run, task, part, gold_weight)
+                loss = loss * part_scale
                 scaled[task.name] = loss * process_scale
                 losses[task.name] += loss.item()
                 padded_tokens += int(run.lengths[task.name][part].max()) * len(part)
-            weights.update(run.weighting.backward(scaled, processes.backward))
+            weights.update(run.weighting.backward(scaled, processes.backward, kpis))
+    weights.update(run.weighting.combine())  # the gradient methods write the encoder's gradient from the tasks' here
     gradient_norm = processes.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
     _check_finite(losses, float(gradient_norm), step)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    run.weighting.end_step(dict(losses))
+    run.weighting.end_step(dict(losses), _losses_after_step(run, rounds, gold_weight) if run.weighting.needs_losses_after_step else None)
     entry = {name: {"loss": loss, "gold_weight": gold_weight, "loss_weight": weights[name]} for name, loss in losses.items()}
     return entry, (examples, tokens, padded_tokens)
 
@@ -394,8 +409,18 @@ def _check_finite(losses: dict[str, float], gradient_norm: float, step: int) -> 
         raise BamError(f"step {step + 1}: the gradient norm is {gradient_norm} (learning rate too high?)")
 
 
-def _pass_loss(run: _Training, task: Task, part: np.ndarray, gold_weight: float) -> torch.Tensor:
-    """The mean loss of one pass: some examples of one task, against their (blended) targets."""
+@torch.no_grad()
+def _losses_after_step(run: _Training, rounds: list, gold_weight: float) -> dict[str, float]:
+    """The step's batches scored again after the update, each task's loss summed over its passes as before it (FAMO)."""
+    after: dict[str, float] = defaultdict(float)
+    for passes in rounds:
+        for task, part, part_scale, _ in passes:
+            after[task.name] += _pass_loss(run, task, part, gold_weight)[0].item() * part_scale
+    return dict(after)
+
+
+def _pass_loss(run: _Training, task: Task, part: np.ndarray, gold_weight: float) -> tuple[torch.Tensor, float | None]:
+    """The mean loss of one pass: some examples of one task, against their (blended) targets; and the batch's KPI if the weighting reads it."""
     dataset = run.train_sets[task.name]
     inputs, labels = collate(dataset, part, run.tokenizer, run.device)
     teacher_rows = None if run.teaching is None else run.teaching.outputs[task.name][torch.as_tensor(part)]
@@ -404,7 +429,8 @@ def _pass_loss(run: _Training, task: Task, part: np.ndarray, gold_weight: float)
     targets = batch_targets(task, batch, gold_weight).to(run.device)
     with autocast(run.precision, run.device):
         outputs = run.trained(task.name, inputs)
-    return task.type.loss(outputs, targets, batch, task.spec)
+    kpi = task.type.kpi(outputs.detach(), batch, task.spec) if run.weighting.needs_kpi else None
+    return task.type.loss(outputs, targets, batch, task.spec), kpi
 
 
 class _Meter:

@@ -13,7 +13,8 @@ machine falls on all. Each round starts from a freshly built model and is
 preceded by `--warmup` untimed steps. The figure to read is each variant's
 median seconds per step divided by the first variant's. Above, the ranking
 task's batches of 16 groups hold 32 rows, as the classifier's batches of 32:
-the same rows per step, scored two ways. Run it on quiet cores (pause a running
+the same rows per step, scored two ways (its recipe trains ranking with 32
+groups, 64 rows, per step; here the rows are matched to time the loss alone). Run it on quiet cores (pause a running
 sweep with `kill -STOP`).
 """
 

@@ -115,30 +115,41 @@ def test_killed_teacher_resumes_and_matches(tmp_path, tiny_recipe, when, count, 
 
 
 @pytest.mark.parametrize(
-    ("sampler", "resumed_from", "last_step", "head"),
+    ("sampler", "resumed_from", "last_step", "head", "weighting"),
     [
         # 3 tasks x 40 rows x 2 epochs / 8 = 30 steps of one batch: killed at the 14th batch, after the checkpoint of step 12.
-        ("proportional", 12, 30, "linear"),
-        ("epoch-shuffle", 12, 30, "linear"),  # 3 x 5 batches per epoch, 2 epochs
+        ("proportional", 12, 30, "linear", "equal"),
+        ("epoch-shuffle", 12, 30, "linear", "equal"),  # 3 x 5 batches per epoch, 2 epochs
         # 10 steps of three batches: the 14th batch is in step 5, after the checkpoint of step 3.
-        ("all-tasks", 3, 10, "linear"),
+        ("all-tasks", 3, 10, "linear", "equal"),
         # RTE through MT-DNN's SAN, whose stochastic prediction dropout draws random numbers every step.
-        ("proportional", 12, 30, "san"),
+        ("proportional", 12, 30, "san", "equal"),
+        # Each loss weighting with state of its own (learned, or tracked over steps and epochs).
+        ("proportional", 12, 30, "linear", "uncertainty"),
+        ("proportional", 12, 45, "linear", "dwa"),  # 3 epochs: DWA's weights move from the third
+        ("proportional", 12, 30, "linear", "dtp"),
+        ("all-tasks", 3, 10, "linear", "gradnorm"),
+        ("all-tasks", 3, 10, "linear", "mgda"),
+        ("all-tasks", 3, 10, "linear", "pcgrad"),
+        ("all-tasks", 3, 10, "linear", "famo"),
     ],
 )
-def test_killed_student_resumes_and_matches(tmp_path, tiny_recipe, sampler, resumed_from, last_step, head):
+def test_killed_student_resumes_and_matches(tmp_path, tiny_recipe, sampler, resumed_from, last_step, head, weighting):
     if head != "linear":
         with tiny_recipe.open("a") as recipe_file:
             recipe_file.write(f'[custom_tasks.rte]\nhead = "{head}"\n')
     sampler_setting = f'student.step_sampler="{sampler}"'
-    recipe = load_recipe(tiny_recipe, ["checkpoint_every=3", sampler_setting])
+    settings = [sampler_setting, f'student.loss_weighting="{weighting}"', *(["student.epochs=3"] if weighting == "dwa" else [])]
+    recipe = load_recipe(tiny_recipe, ["checkpoint_every=3", *settings])
     tasks = resolve(recipe, None)
     store = tmp_path / "teachers"
     train_teachers(recipe, tasks, data_dir=GLUE_FIXTURE, store=store)
     uninterrupted = distill(recipe, tasks, data_dir=GLUE_FIXTURE, teacher_store=store, out=tmp_path / "once")
 
     out = tmp_path / "killed"
-    _kill("training", 14, "distill", tiny_recipe, "--anneal", "linear", "--teachers", store, "--out", out, "--set", sampler_setting)
+    # FAMO scores each step's three batches again after the update: its 20th batch is in step 4.
+    killed_at = 20 if weighting == "famo" else 14
+    _kill("training", killed_at, "distill", tiny_recipe, "--anneal", "linear", "--teachers", store, "--out", out, *(option for setting in settings for option in ("--set", setting)))
     assert not out.exists()
     pretend_training_took(checkpoint_folder(out), EARLIER_SECONDS)
 
@@ -153,6 +164,9 @@ def test_killed_student_resumes_and_matches(tmp_path, tiny_recipe, sampler, resu
     assert [record["step"] for record in read_train_log(out / "train_log.jsonl")] == list(range(1, last_step + 1))
     for once in (tmp_path / "once" / "predictions").iterdir():
         assert torch.equal(read_predictions(out / "predictions" / once.name).outputs, read_predictions(once).outputs)
+    if weighting not in ("equal", "pcgrad"):  # the weights moved, and the log records them per task
+        recorded = {values["loss_weight"] for record in read_train_log(out / "train_log.jsonl") for values in record["tasks"].values()}
+        assert len(recorded) > 3
 
 
 # What the killed attempts' training is said to have taken: far more than the tiny runs really take,
@@ -246,6 +260,9 @@ def test_a_student_killed_while_saving_resumes_to_the_same_run(tmp_path, tiny_re
     assert read_train_log(out / "train_log.jsonl") == read_train_log(tmp_path / "once" / "train_log.jsonl")
     for once in (tmp_path / "once" / "predictions").iterdir():
         assert torch.equal(read_predictions(out / "predictions" / once.name).outputs, read_predictions(once).outputs)
+    if weighting not in ("equal", "pcgrad"):  # the weights moved, and the log records them per task
+        recorded = {values["loss_weight"] for record in read_train_log(out / "train_log.jsonl") for values in record["tasks"].values()}
+        assert len(recorded) > 3
     assert not (tmp_path / ".killed.partial").exists()
 
 

@@ -147,7 +147,7 @@ def test_a_task_named_twice_is_refused(tmp_path):
     ("setting", "message"),
     [
         ('student.step_sampler="epoch_shuffle"', r"student.step_sampler = 'epoch_shuffle' is not one of proportional, epoch-shuffle, all-tasks \(did you mean \"epoch-shuffle\"\?\)"),
-        ('teacher.loss_weighting="equals"', r"teacher.loss_weighting = 'equals' is not one of equal \(did you mean \"equal\"\?\)"),
+        ('teacher.loss_weighting="equals"', r"teacher.loss_weighting = 'equals' is not one of equal, fixed, uncertainty, dwa, dtp, gradnorm, mgda, pcgrad, famo \(did you mean \"equal\"\?\)"),
     ],
 )
 def test_samplers_and_weightings_are_checked_against_their_registries(tmp_path, setting, message):
