@@ -284,7 +284,14 @@ def _print_adaptation(rows) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory. Default: runs/<recipe>[-<tasks>]-<anneal>-seed<N>, plus -set<hash> with --set overrides.")
 @reports_errors
 def distill_command(recipe, tasks, seed, data_dir, overrides, anneal, teacher_weight, teacher_store, out):
-    """Train one multi-task student on all tasks of RECIPE, distilled from the teacher store."""
+    """Train one multi-task student on all tasks of RECIPE, distilled from the teacher store.
+
+    \b
+    The loss weighting is the recipe's student.loss_weighting (--set student.loss_weighting=dwa):
+    equal, fixed, uncertainty, dwa, dtp, gradnorm, mgda, pcgrad or famo, with its settings in
+    student.loss_weighting_options. gradnorm, mgda, pcgrad and famo need every task's loss in
+    every step: with them the student uses the all-tasks sampler (one batch of every task per step).
+    """
     from bam.data import data_directories
     from bam.student import distill
 
@@ -512,6 +519,21 @@ def report_command(sweeps, target, baseline, out, samples):
     for comparison in comparisons:
         console.print(f"- {comparison.sentence()}")
     console.print(f"report: {out / 'report.md'}")
+
+
+@main.command("plot-training")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Image to write (.png, .svg, .pdf). Default: RUN/training.png.")
+@reports_errors
+def plot_training_command(run, out):
+    """Draw each task's training loss and loss weight over the steps of RUN (a run directory or a teacher's folder)."""
+    from bam.train_log import plot_training, read_train_log
+
+    out = out or run / "training.png"
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise BamError(f"--out {out}: the name must end in .png, .svg or .pdf")
+    plot_training(read_train_log(run / "train_log.jsonl"), out)
+    console.print(f"training curves of {run}: {out}", soft_wrap=True)
 
 
 @main.command("export")

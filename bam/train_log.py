@@ -55,3 +55,29 @@ def read_train_log(path: Path) -> list[dict]:
     if not lines:
         raise BamError(f"{path}: empty training log")
     return records
+
+
+def plot_training(records: list[dict], path: Path, window: int = 20) -> None:
+    """Each task's training loss (mean over its last `window` steps) and loss weight against the step, in two panels, to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, (losses, weights) = plt.subplots(2, 1, sharex=True, figsize=(8, 6))
+    tasks = list(dict.fromkeys(name for record in records for name in record["tasks"]))
+    for task in tasks:
+        steps = np.array([record["step"] for record in records if task in record["tasks"]])
+        values = np.array([record["tasks"][task]["loss"] for record in records if task in record["tasks"]])
+        smoothed = np.convolve(values, np.ones(window), "valid") / window if len(values) >= window else values
+        losses.plot(steps[len(steps) - len(smoothed) :], smoothed, label=task)
+        weights.plot(steps, [record["tasks"][task]["loss_weight"] for record in records if task in record["tasks"]], label=task)
+    losses.set_ylabel(f"training loss (mean of {window} steps)")
+    weights.set_ylabel("loss weight")
+    weights.set_xlabel("step")
+    losses.legend(loc="upper right", fontsize="small")
+    figure.tight_layout()
+    with replaced_atomically(Path(path)) as temporary:
+        figure.savefig(temporary, format=Path(path).suffix.lstrip(".") or "png", dpi=100)
+    plt.close(figure)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,27 @@ def test_plan_adds_what_the_conditions_need_in_order():
     assert Run("bam", 1).needs(TASKS, [0, 1]) == [Run("single", 1, "rte"), Run("single", 1, "stsb")]
     with pytest.raises(BamError, match="unknown condition 'bma'"):
         plan(TASKS, [0], ["bma"])
+
+
+def test_a_student_condition_with_a_loss_weighting_is_planned_after_its_base_needs():
+    assert plan(TASKS, [0], ["bam+dwa", "multi"]) == [Run("single", 0, "rte"), Run("single", 0, "stsb"), Run("multi", 0), Run("bam+dwa", 0)]
+    for unknown in ("single+dwa", "multi+dwaa", "multi+"):  # teachers are not students; a method must exist
+        with pytest.raises(BamError, match=re.escape(f"unknown condition '{unknown}'") + ".*a student's with [+]METHOD"):
+            plan(TASKS, [0], [unknown])
+
+
+def test_weighted_conditions_train_record_and_report_their_method(recipe, tmp_path):
+    out = tmp_path / "sweep"
+    sweep(recipe, out, seeds=[0], conditions=["multi", "multi+dtp", "multi+mgda"])
+    table = pd.read_csv(out / "results.csv")
+    assert list(dict.fromkeys(table["condition"])) == ["multi", "multi+dtp", "multi+mgda"]
+    recorded = {name: json.loads((out / "seed0" / name / "config.json").read_text())["student"] for name in ("multi+dtp", "multi+mgda")}
+    assert recorded["multi+dtp"]["loss_weighting"] == "dtp" and recorded["multi+dtp"]["step_sampler"] == "proportional"
+    assert recorded["multi+mgda"]["loss_weighting"] == "mgda" and recorded["multi+mgda"]["step_sampler"] == "all-tasks"
+    result = CliRunner().invoke(main, ["plot-training", str(out / "seed0" / "multi+dtp")], catch_exceptions=False)
+    assert result.exit_code == 0 and (out / "seed0" / "multi+dtp" / "training.png").stat().st_size > 10_000
+    result = CliRunner().invoke(main, ["plot-training", str(out / "seed0" / "multi+dtp"), "--out", str(tmp_path / "curves.txt")])
+    assert result.exit_code == 2 and "must end in .png, .svg or .pdf" in result.output
 
 
 @pytest.fixture
