@@ -369,7 +369,10 @@ class _TaskGradients(LossWeighting):
         for name, loss in losses.items():
             backward(loss)
             gradient = torch.cat([(parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)).flatten() for parameter in self.shared])
-            self.task_gradients[name] = self.task_gradients.get(name, 0) + gradient  # summed over a step's memory passes
+            if name in self.task_gradients:  # a later memory pass of the step: its gradient adds up
+                self.task_gradients[name] += gradient
+            else:
+                self.task_gradients[name] = gradient
             for parameter in self.shared:
                 parameter.grad = None
         return dict.fromkeys(losses, 1.0)
@@ -402,7 +405,7 @@ class MGDA(_TaskGradients):
     name = "mgda"
 
     def direction(self, names, gradients):
-        gram = (gradients.double() @ gradients.double().T).numpy()
+        gram = (gradients @ gradients.T).double().numpy()  # a T x T product; in float64 it would copy every gradient
         alpha = min_norm_weights(gram)
         return (torch.from_numpy(alpha).to(gradients.dtype) @ gradients), alpha.tolist()
 
@@ -492,7 +495,7 @@ class FAMO(LossWeighting):
 
     def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None) -> dict[str, float]:
         indices = [self.task_names.index(name) for name in losses]
-        values = torch.tensor([max(float(loss), 1e-12) for loss in losses.values()], dtype=torch.float64)
+        values = torch.tensor([max(loss.item(), 1e-12) for loss in losses.values()], dtype=torch.float64)
         weights = dict(zip(losses, famo_weights(self.logits[indices], values).tolist()))
         backward(functools.reduce(operator.add, (weights[name] * loss for name, loss in losses.items())))
         return weights
