@@ -282,3 +282,36 @@ def test_a_ranking_task_trains_teaches_a_student_and_predicts_ranks(tmp_path, ti
     answers = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(answers) == 20 and sorted({answer["rank"] for answer in answers}) == [1, 2]
     assert f"accuracy {metrics['accuracy']:.2f}" in result.output  # the same model on the same dev file scores the same
+
+
+def test_the_mt_dnn_mini_recipe_runs_both_stages_on_the_tiny_encoder(tmp_path, tiny_model):
+    """recipes/mt-dnn-mini.toml as written (SAN heads, ranking, epoch-shuffle), on invented data in its six folders."""
+    import shutil
+
+    from conftest import GLUE_FIXTURE, REPOSITORY
+
+    data = tmp_path / "data"
+    shutil.copytree(GLUE_FIXTURE, data)
+    (data / "MNLI-dev").mkdir()
+    rte = (GLUE_FIXTURE / "RTE" / "train.tsv").read_text().splitlines()[1:]
+    for name in ("train.tsv", "dev.tsv"):  # RTE's invented pairs, relabelled in three ways
+        rows = [line.split("\t") for line in rte]
+        labels = ["entailment", "neutral", "contradiction"]
+        lines = ["index\tsentence1\tsentence2\tlabel", *(f"{row[0]}\t{row[1]}\t{row[2]}\t{labels[int(row[0]) % 3]}" for row in rows)]
+        (data / "MNLI-dev" / name).write_text("\n".join(lines) + "\n")
+    write_qa(data)
+    (data / "QA").rename(data / "QNLI-v1-ranking")
+    for name in ("train.tsv", "dev.tsv"):
+        path = data / "QNLI-v1-ranking" / name
+        path.write_text(path.read_text().replace("\tanswer\t", "\tsentence\t", 1).replace("\tright", "\tentailment").replace("\twrong", "\tnot_entailment"))
+    small = ["--set", f"model={json.dumps(str(tiny_model))}", "--set", "max_length=32", "--set", "student.epochs=1", "--set", "teacher.epochs=1"]
+    stage1, stage2 = tmp_path / "mt-dnn", tmp_path / "mt-dnn-finetuned"
+    result = bam("distill", REPOSITORY / "recipes" / "mt-dnn-mini.toml", "--data-dir", data, "--out", stage1, *small)
+    assert result.exit_code == 0, result.output
+    config = json.loads((stage1 / "config.json").read_text())
+    assert config["student"]["step_sampler"] == "epoch-shuffle" and config["student"]["anneal"] == "none"
+    assert config["custom_tasks"]["mnli-dev"]["head"] == "san" and config["custom_tasks"]["qnli_v1_ranking"]["type"] == "ranking"
+    assert set(json.loads((stage1 / "metrics.json").read_text())["tasks"]) == {"rte", "mrpc", "stsb", "cola", "mnli-dev", "qnli_v1_ranking"}
+    result = bam("finetune", stage1, "--tasks", "rte,qnli_v1_ranking", "--data-dir", data, "--out", stage2, *small[-2:])
+    assert result.exit_code == 0, result.output
+    assert {"rte", "qnli_v1_ranking"} <= {path.name for path in stage2.iterdir()}
