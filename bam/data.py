@@ -310,12 +310,11 @@ def read_split(path: Path, spec: TaskSpec) -> datasets.Dataset:
         logger.info("%s: skipped %d row(s) without a gold label (skip_labels: %s)", path, skipped, ", ".join(map(repr, local.skip_labels)))
     if not labels:
         raise BamError(f"{path}: no examples" + (f" (all {skipped} rows have a label in skip_labels)" if skipped else ""))
-    dataset = _to_dataset(ids, texts_a, texts_b, labels, spec, group_numbers(groups) if has_groups else None)
     if has_groups:
-        kept = label_type.check_groups(np.asarray(labels), column(dataset, "group"), wheres, spec, path)
-        if len(kept) < len(dataset):
-            dataset = dataset.select(kept)
-    return dataset
+        kept = label_type.check_groups(np.asarray(labels), np.asarray(group_numbers(groups)), wheres, spec, path).tolist()
+        # The groups left are numbered again, 0, 1, ... with no gaps: a number is a batch unit (bam.training.Units).
+        ids, texts_a, texts_b, labels, groups = ([values[row] for row in kept] for values in (ids, texts_a, texts_b, labels, groups))
+    return _to_dataset(ids, texts_a, texts_b, labels, spec, group_numbers(groups) if has_groups else None)
 
 
 def group_numbers(names: Sequence[str]) -> list[int]:

@@ -194,6 +194,7 @@ def test_a_group_without_exactly_one_positive_is_refused_naming_its_row_or_dropp
     with caplog.at_level("INFO"):
         dataset = read_split(path, qa_task(invalid_groups="drop").spec)
     assert len(dataset) == 40 - 2 * (positives == 2) and "left out 1 of 2" in caplog.text
+    assert sorted(set(dataset["group"][:])) == list(range(len(dataset) // 2))  # numbered again without a gap
 
 
 @pytest.mark.parametrize(
