@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bam.config import Recipe, to_dict
-from bam.data import DataDirectories, TaskData, describe_directories, fingerprint, load_tokenized, tokenizer_identity
+from bam.data import DataDirectories, TaskData, column, describe_directories, fingerprint, group_numbers, load_tokenized, tokenizer_identity
 from bam.errors import BamError
 from bam.files import check_writable, read_format, read_json, write_csv, write_json
 from bam.finetune import weights_fingerprint
@@ -98,6 +98,15 @@ def nested_subset(rows: int, fraction: float, draw: int) -> np.ndarray:
     return np.sort(permutation[: max(1, math.ceil(fraction * rows - 1e-9))])
 
 
+def training_subset(train, fraction: float, draw: int):
+    """One draw's subset of the training rows; of a ranking task's, whole groups (drawn as `nested_subset` draws rows), numbered again."""
+    if "group" not in train.column_names:
+        return train.select(nested_subset(len(train), fraction, draw))
+    groups = column(train, "group")
+    subset = train.select(np.flatnonzero(np.isin(groups, nested_subset(int(groups.max()) + 1, fraction, draw))))
+    return subset.remove_columns("group").add_column("group", group_numbers(subset["group"][:]))
+
+
 def adapt(
     recipe: Recipe,
     task: Task,
@@ -137,8 +146,7 @@ def adapt(
 
 
 def _train_cell(cell: Cell, recipe: Recipe, data: TaskData, tokenizer, out: Path, progress: ProgressCallback | None) -> None:
-    subset = nested_subset(len(data.train), cell.fraction, cell.draw)
-    train = data.train.select(subset)
+    train = training_subset(data.train, cell.fraction, cell.draw)
     settings = dataclasses.replace(recipe, model=cell.start.model, seed=recipe.seed + cell.draw)
     train_teacher(
         settings, TaskData(data.task, train, data.dev), fingerprint(train), tokenizer, store=cell.folder(out), progress=progress,

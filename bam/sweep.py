@@ -136,11 +136,19 @@ def execute(sweep: str, recipe: dict, run: Run, data_dirs: list[str], threads: i
     if condition.stage == "teachers":
         train_teachers(settings, tasks, data_dir=data, store=teacher_store(sweep, run.condition, run.seed))
     else:
-        student = dataclasses.replace(settings.student, anneal=condition.anneal, loss_weighting=condition.loss_weighting or settings.student.loss_weighting)
-        settings = with_weighting_samplers(dataclasses.replace(settings, student=student), f"condition {run.condition}")
+        settings = condition_recipe(settings, condition)
         teachers = teacher_store(sweep, condition.teacher, run.seed) if condition.teacher else sweep / "no-teachers"
         distill(settings, tasks, data_dir=data, teacher_store=teachers, out=run.folder(sweep), save_teacher_store=condition.teaches)
     return time.perf_counter() - started
+
+
+def condition_recipe(settings: Recipe, condition) -> Recipe:
+    """The recipe a student condition trains with: its annealing, and its loss weighting where its name gives one
+    (with that method's default settings, unless the recipe's own method is the same), on the sampler that method needs."""
+    student = dataclasses.replace(settings.student, anneal=condition.anneal)
+    if condition.loss_weighting and condition.loss_weighting != student.loss_weighting:
+        student = dataclasses.replace(student, loss_weighting=condition.loss_weighting, loss_weighting_options={})
+    return with_weighting_samplers(dataclasses.replace(settings, student=student), f"condition {condition.name}")
 
 
 def ensemble_members(sweep: Path, run: Run, seeds: Sequence[int]) -> dict[int, Path]:
@@ -195,6 +203,9 @@ def run_sweep(
     recipe = load_recipe(recipe_path, overrides)
     tasks = [task.name for task in resolve(recipe)]
     runs = plan(tasks, seeds, conditions)  # before anything is written: an unknown condition leaves no folder behind
+    for name in dict.fromkeys(run.condition for run in runs):  # a student's weighting its recipe cannot train, before any teacher trains
+        if CONDITIONS[name].stage == "student":
+            condition_recipe(recipe, CONDITIONS[name])
     if len(seeds) < 2 and any(CONDITIONS[run.condition].across_seeds for run in runs):
         asking = [condition for condition in conditions if _phase(condition) > 0]
         raise BamError(f"{', '.join(asking)}: the ensemble of every seed's teachers needs at least 2 seeds, this sweep has {len(seeds)} (an ensemble of one teacher is not an ensemble)")

@@ -399,6 +399,9 @@ def positive_ranks(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Ten
     ranks = []
     for group in torch.unique(groups):
         rows = groups == group
+        positives = int((labels[rows] == 1).sum())
+        if positives != 1:  # a file scored by `bam predict` is not checked as training data is
+            raise BamError(f"group {int(group)} (numbered in order of appearance) has {positives} positive candidates; a ranking group is scored with exactly one")
         positive = scores[rows][labels[rows] == 1].max()
         ranks.append(int((scores[rows] >= positive).sum()) - 1)
     return np.asarray(ranks, dtype=np.int64)

@@ -194,6 +194,8 @@ class Units:
         groups = column(dataset, "group")
         order = np.argsort(groups, kind="stable")
         sizes = np.bincount(groups)
+        if (sizes == 0).any():  # a number without rows would be an empty unit, planned into batches like the others
+            raise BamError(f"group numbers must run 0, 1, ... without gaps ({int(np.flatnonzero(sizes == 0)[0])} has no rows); bam.data numbers them so")
         starts = np.concatenate([[0], np.cumsum(sizes)])
         return cls(order, starts, np.maximum.reduceat(lengths[order], starts[:-1]), sizes)
 
@@ -332,8 +334,9 @@ def _setup(model, tasks, train_sets, tokenizer, config: TrainConfig, precision, 
     weighting = build_weighting(
         config.loss_weighting, {task.name: task.type.likelihood for task in tasks}, config.loss_weighting_options, math.ceil(len(plan) / config.epochs)
     ).to(device())
-    if weighting.keeps_task_gradients and accelerator().num_processes > 1:
-        raise BamError(f"loss_weighting {config.loss_weighting!r} keeps one gradient per task, which bam does not split over processes; run it in one process")
+    if not weighting.runs_in_several_processes and accelerator().num_processes > 1:
+        # Its state would follow each process's own share of the batches, and drift apart between processes.
+        raise BamError(f"loss_weighting {config.loss_weighting!r} keeps state from each step's losses or gradients, which bam does not share between processes; run it in one process")
     weighting.attach(*shared_parameters(model))
     groups = parameter_groups(model, config.learning_rate, config.layerwise_lr_decay, config.weight_decay)
     if learnable := [parameter for parameter in weighting.parameters() if parameter.requires_grad]:
@@ -377,14 +380,15 @@ def _train_step(run: _Training, step: int) -> tuple[dict[str, dict[str, float]],
     for number, passes in enumerate(rounds):
         # Gradients add up over the rounds; processes exchange them once, after the last.
         with processes.no_sync(run.trained) if number < len(rounds) - 1 else contextlib.nullcontext():
-            scaled, kpis = {}, {}
+            scaled, kpis, means = {}, {}, {}
             for task, part, part_scale, process_scale in passes:
                 loss, kpis[task.name] = _pass_loss(run, task, part, gold_weight)
+                means[task.name] = loss.item()
                 loss = loss * part_scale
                 scaled[task.name] = loss * process_scale
                 losses[task.name] += loss.item()
                 padded_tokens += int(run.lengths[task.name][part].max()) * len(part)
-            weights.update(run.weighting.backward(scaled, processes.backward, kpis))
+            weights.update(run.weighting.backward(scaled, processes.backward, kpis, means))
     weights.update(run.weighting.combine())  # the gradient methods write the encoder's gradient from the tasks' here
     gradient_norm = processes.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
     _check_finite(losses, float(gradient_norm), step)

@@ -31,7 +31,12 @@ against ../shared/reference/mt-dnn-and-loss-weighting.md §2):
 The last four need every task's loss in every step: a recipe that chooses one
 gets the all-tasks sampler (`bam.config`). gradnorm, mgda and pcgrad keep one
 gradient per task of every shared parameter (mgda, pcgrad: the whole encoder;
-gradnorm: its last layer) and run in one process only.
+gradnorm: its last layer). Every method but equal and fixed keeps state that
+follows each step's losses or gradients, which processes do not share: they run
+in one process only. A batch split into memory passes (several rounds in a
+step) is weighted once per step: the passes' gradients add up before the
+gradient methods use them, and uncertainty's log-variance term, DTP's KPI and
+FAMO's weights count once per step.
 """
 
 from __future__ import annotations
@@ -177,7 +182,7 @@ class LossWeighting(nn.Module):
     needs_all_tasks = False  # every task's loss in every step (the all-tasks sampler)
     needs_kpi = False  # `backward` gets each task's batch KPI (bam.task_types.TaskType.kpi)
     needs_losses_after_step = False  # `end_step` gets the same batches' losses after the update
-    keeps_task_gradients = False  # one gradient per task: one process only
+    runs_in_several_processes = False  # its state follows each step's losses or gradients, which processes do not share
 
     def __init__(self, tasks: Mapping[str, str] | Sequence[str], settings: Mapping[str, float] | None = None, steps_per_epoch: int = 1):
         super().__init__()
@@ -204,12 +209,23 @@ class LossWeighting(nn.Module):
         """The encoder's parameters, and those of its last layer, for the methods that read their gradients."""
         self.shared, self.last_shared = shared, last_shared
 
+    def end_of_step(self) -> None:
+        """Forget what was kept for the step just taken (called by every `end_step`)."""
+        self.__dict__.pop("step_weights", None)
+        self.__dict__.pop("seen", None)
+
     def weights(self, task_names: Sequence[str]) -> dict[str, float | torch.Tensor]:
         """Each task's weight for this step (a tensor where it is learnable)."""
         raise NotImplementedError
 
-    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None) -> dict[str, float]:
-        """Backpropagate the weighted sum of `losses`; returns the weight each task got."""
+    def backward(
+        self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None, means: dict[str, float] | None = None
+    ) -> dict[str, float]:
+        """Backpropagate the weighted sum of `losses` (one round of a step: each task's pass, its loss scaled by its share of the batch).
+
+        `kpis` are the passes' batch KPIs (for methods that need them), `means` their mean losses before scaling.
+        Returns the weight each task got.
+        """
         weights = self.weights(list(losses))
         backward(functools.reduce(operator.add, (weights[name] * loss for name, loss in losses.items())))
         return {name: float(weights[name]) for name in losses}
@@ -220,12 +236,14 @@ class LossWeighting(nn.Module):
 
     def end_step(self, losses: dict[str, float], losses_after: dict[str, float] | None = None) -> None:
         """Called after each optimizer step with its per-task losses (detached), for weightings that track them."""
+        self.end_of_step()
 
 
 class Equal(LossWeighting):
     """Every task's loss with weight 1."""
 
     name = "equal"
+    runs_in_several_processes = True
 
     def weights(self, task_names: Sequence[str]) -> dict[str, float]:
         return dict.fromkeys(task_names, 1.0)  # multiplying by one is exact: the numbers of a plain sum
@@ -238,6 +256,7 @@ class Fixed(LossWeighting):
     """
 
     name = "fixed"
+    runs_in_several_processes = True
 
     @classmethod
     def check_options(cls, settings: Mapping[str, float], task_names: Sequence[str]) -> None:
@@ -265,16 +284,21 @@ class Uncertainty(LossWeighting):
 
     def __init__(self, tasks: Mapping[str, str] | Sequence[str], settings: Mapping[str, float] | None = None, steps_per_epoch: int = 1):
         super().__init__(tasks, settings, steps_per_epoch)
-        self.log_variances = nn.Parameter(torch.full((len(tasks),), float(self.settings["initial"])))
+        # One parameter per task: a task absent from a step gets no gradient, so AdamW leaves its s alone (one vector
+        # would get a zero gradient for it, and momentum would keep moving it).
+        self.log_variances = nn.ParameterList([nn.Parameter(torch.tensor(float(self.settings["initial"]))) for _ in self.task_names])
         self.factors = {name: 1.0 if likelihood == "categorical" else 0.5 for name, likelihood in self.likelihoods.items()}
 
-    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None) -> dict[str, float]:
+    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None, means: dict[str, float] | None = None) -> dict[str, float]:
         terms, weights = [], {}
+        seen = self.__dict__.setdefault("seen", set())
         for name, loss in losses.items():
             log_variance = self.log_variances[self.task_names.index(name)]
             weight = self.factors[name] * torch.exp(-log_variance)
-            terms.append(weight * loss + 0.5 * log_variance)
-            weights[name] = float(weight)
+            # The losses of a batch's memory passes add up to its loss; its log-variance term counts once per step.
+            terms.append(weight * loss + (0.0 if name in seen else 0.5 * log_variance))
+            seen.add(name)
+            weights[name] = weight.detach().item()
         backward(functools.reduce(operator.add, terms))
         return weights
 
@@ -305,8 +329,9 @@ class DWA(LossWeighting):
         return {name: float(self.lambdas[self.task_names.index(name)]) for name in task_names}
 
     def end_step(self, losses: dict[str, float], losses_after: dict[str, float] | None = None) -> None:
+        self.end_of_step()
         for name, loss in losses.items():
-            self.current[self.task_names.index(name)] += torch.tensor([loss, 1.0], dtype=torch.float64)
+            self.current[self.task_names.index(name)] += torch.tensor([loss, 1.0], dtype=torch.float64, device=self.current.device)
         self.step += 1
         if int(self.step) % self.steps_per_epoch:
             return
@@ -316,9 +341,10 @@ class DWA(LossWeighting):
         self.current.zero_()
         self.epochs_done += 1
         if int(self.epochs_done) >= 2:
-            before, last = self.history[0].numpy(), self.history[1].numpy()
+            before, last = self.history[0].cpu().numpy(), self.history[1].cpu().numpy()
             ratios_defined = (before > 0) & (last > 0)
-            self.lambdas.copy_(torch.from_numpy(dwa_weights(np.where(ratios_defined, last, 1.0), np.where(ratios_defined, before, 1.0), self.settings["temperature"])))
+            lambdas = dwa_weights(np.where(ratios_defined, last, 1.0), np.where(ratios_defined, before, 1.0), self.settings["temperature"])
+            self.lambdas.copy_(torch.from_numpy(lambdas))
 
 
 class DTP(LossWeighting):
@@ -340,16 +366,19 @@ class DTP(LossWeighting):
         super().__init__(tasks, settings, steps_per_epoch)
         self.register_buffer("kpis", torch.full((len(tasks),), math.nan, dtype=torch.float64))  # NaN: not seen yet
 
-    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None) -> dict[str, float]:
-        weights = {}
+    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None, means: dict[str, float] | None = None) -> dict[str, float]:
+        # A step's weight comes from its first pass's KPI: the passes of one batch share one weight, and the average moves once.
+        weights = self.__dict__.setdefault("step_weights", {})
         for name, kpi in kpis.items():
+            if name in weights:
+                continue
             index = self.task_names.index(name)
             previous = float(self.kpis[index])
             self.kpis[index] = kpi if math.isnan(previous) else smoothed(previous, kpi, self.settings["smoothing"])
             clipped = min(max(float(self.kpis[index]), self.settings["floor"]), self.settings["ceiling"])
             weights[name] = focal_weight(clipped, self.settings["gamma"])
         backward(functools.reduce(operator.add, (weights[name] * loss for name, loss in losses.items())))
-        return weights
+        return {name: weights[name] for name in losses}
 
 
 class _TaskGradients(LossWeighting):
@@ -361,13 +390,14 @@ class _TaskGradients(LossWeighting):
     """
 
     needs_all_tasks = True
-    keeps_task_gradients = True
 
-    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None) -> dict[str, float]:
+    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None, means: dict[str, float] | None = None) -> dict[str, float]:
         if not hasattr(self, "task_gradients"):
             self.task_gradients: dict[str, torch.Tensor] = {}
+            self.reached = [False] * len(self.shared)  # parameters no task's loss reaches (BERT's unused pooler) keep no gradient
         for name, loss in losses.items():
             backward(loss)
+            self.reached = [reached or parameter.grad is not None for reached, parameter in zip(self.reached, self.shared)]
             gradient = torch.cat([(parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)).flatten() for parameter in self.shared])
             if name in self.task_gradients:  # a later memory pass of the step: its gradient adds up
                 self.task_gradients[name] += gradient
@@ -382,10 +412,10 @@ class _TaskGradients(LossWeighting):
         gradients = torch.stack([self.task_gradients[name] for name in names])
         direction, weights = self.direction(names, gradients)
         offset = 0
-        for parameter in self.shared:
-            parameter.grad = direction[offset : offset + parameter.numel()].view_as(parameter).clone()
+        for parameter, reached in zip(self.shared, self.reached):
+            parameter.grad = direction[offset : offset + parameter.numel()].view_as(parameter).clone() if reached else None
             offset += parameter.numel()
-        del self.task_gradients
+        del self.task_gradients, self.reached
         return dict(zip(names, weights))
 
     def direction(self, names: list[str], gradients: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
@@ -405,9 +435,9 @@ class MGDA(_TaskGradients):
     name = "mgda"
 
     def direction(self, names, gradients):
-        gram = (gradients @ gradients.T).double().numpy()  # a T x T product; in float64 it would copy every gradient
+        gram = (gradients @ gradients.T).double().cpu().numpy()  # a T x T product; in float64 it would copy every gradient
         alpha = min_norm_weights(gram)
-        return (torch.from_numpy(alpha).to(gradients.dtype) @ gradients), alpha.tolist()
+        return torch.from_numpy(alpha).to(gradients) @ gradients, alpha.tolist()
 
 
 class PCGrad(_TaskGradients):
@@ -437,7 +467,6 @@ class GradNorm(LossWeighting):
     name = "gradnorm"
     options = {"alpha": 1.5, "learning_rate": 0.025}
     needs_all_tasks = True
-    keeps_task_gradients = True
 
     def __init__(self, tasks: Mapping[str, str] | Sequence[str], settings: Mapping[str, float] | None = None, steps_per_epoch: int = 1):
         super().__init__(tasks, settings, steps_per_epoch)
@@ -447,7 +476,12 @@ class GradNorm(LossWeighting):
     def weights(self, task_names: Sequence[str]) -> dict[str, float]:
         return {name: float(self.task_weights[self.task_names.index(name)]) for name in task_names}
 
-    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None) -> dict[str, float]:
+    def attach(self, shared: list[nn.Parameter], last_shared: list[nn.Parameter]) -> None:
+        if not last_shared:
+            raise BamError("loss_weighting gradnorm: the encoder has no numbered layers, so there is no last shared layer to take gradient norms at")
+        super().attach(shared, last_shared)
+
+    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None, means: dict[str, float] | None = None) -> dict[str, float]:
         if not hasattr(self, "layer_gradients"):
             self.layer_gradients: dict[str, list[torch.Tensor]] = {}
         for name, loss in losses.items():
@@ -458,6 +492,7 @@ class GradNorm(LossWeighting):
         return super().backward(losses, backward)
 
     def end_step(self, losses: dict[str, float], losses_after: dict[str, float] | None = None) -> None:
+        self.end_of_step()
         names = list(self.layer_gradients)
         indices = [self.task_names.index(name) for name in names]
         norms = np.array([math.sqrt(sum(float((gradient.double() ** 2).sum()) for gradient in self.layer_gradients[name])) for name in names])
@@ -466,9 +501,9 @@ class GradNorm(LossWeighting):
         for index, loss in zip(indices, current):
             if math.isnan(float(self.initial_losses[index])):
                 self.initial_losses[index] = loss
-        ratios = current / self.initial_losses[indices].numpy()
-        updated = gradnorm_step(self.task_weights[indices].numpy(), norms, ratios, self.settings["alpha"], self.settings["learning_rate"])
-        self.task_weights[indices] = torch.from_numpy(updated)
+        ratios = current / self.initial_losses[indices].cpu().numpy()
+        updated = gradnorm_step(self.task_weights[indices].cpu().numpy(), norms, ratios, self.settings["alpha"], self.settings["learning_rate"])
+        self.task_weights[indices] = torch.from_numpy(updated).to(self.task_weights.device)
 
 
 class FAMO(LossWeighting):
@@ -477,8 +512,8 @@ class FAMO(LossWeighting):
     After the update the same batches are scored again (`needs_losses_after_step`); with
     delta_i = log l_i(before) - log l_i(after), xi takes one Adam step on the gradient of
     z . delta (`learning_rate`, `weight_decay`: the paper's 0.025 and 0.001). The weights
-    come from each round's losses, so a batch split into memory passes is weighted from
-    its passes' losses.
+    are set once per step from each task's first memory pass (the whole batch, unless
+    it is split), so all its passes share one weight.
     """
 
     name = "famo"
@@ -493,17 +528,22 @@ class FAMO(LossWeighting):
             self.register_buffer(name, torch.zeros(count, dtype=torch.float64))
         self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
 
-    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None) -> dict[str, float]:
-        indices = [self.task_names.index(name) for name in losses]
-        values = torch.tensor([max(loss.item(), 1e-12) for loss in losses.values()], dtype=torch.float64)
-        weights = dict(zip(losses, famo_weights(self.logits[indices], values).tolist()))
+    def backward(self, losses: dict[str, torch.Tensor], backward: Backward, kpis: dict[str, float] | None = None, means: dict[str, float] | None = None) -> dict[str, float]:
+        # Weights once per step, from the first round, which holds every task's first pass (its mean loss stands for the batch's).
+        weights = self.__dict__.get("step_weights")
+        if weights is None:
+            indices = [self.task_names.index(name) for name in losses]
+            values = torch.tensor([max(means[name], 1e-12) for name in losses], dtype=torch.float64, device=self.logits.device)
+            weights = self.step_weights = dict(zip(losses, famo_weights(self.logits[indices], values).tolist()))
         backward(functools.reduce(operator.add, (weights[name] * loss for name, loss in losses.items())))
-        return weights
+        return {name: weights[name] for name in losses}
 
     def end_step(self, losses: dict[str, float], losses_after: dict[str, float] | None = None) -> None:
+        self.end_of_step()
         names = [name for name in losses if name in losses_after]
         indices = [self.task_names.index(name) for name in names]
-        decreases = torch.tensor([math.log(max(losses[name], 1e-12)) - math.log(max(losses_after[name], 1e-12)) for name in names], dtype=torch.float64)
+        decreases = [math.log(max(losses[name], 1e-12)) - math.log(max(losses_after[name], 1e-12)) for name in names]
+        decreases = torch.tensor(decreases, dtype=torch.float64, device=self.logits.device)
         gradient = torch.zeros_like(self.logits)
         gradient[indices] = famo_logit_gradient(self.logits[indices], decreases)
         self.updates += 1

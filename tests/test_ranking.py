@@ -316,3 +316,26 @@ def test_the_mt_dnn_mini_recipe_runs_both_stages_on_the_tiny_encoder(tmp_path, t
     result = bam("finetune", stage1, "--tasks", "rte,qnli_v1_ranking", "--data-dir", data, "--out", stage2, *small[-2:])
     assert result.exit_code == 0, result.output
     assert {"rte", "qnli_v1_ranking"} <= {path.name for path in stage2.iterdir()}
+
+
+def test_adaptation_subsets_of_a_ranking_task_hold_whole_groups_numbered_again(tmp_path):
+    from bam.adapt import training_subset
+
+    write_qa(tmp_path)
+    train = read_split(tmp_path / "QA" / "train.tsv", qa_task().spec)
+    for fraction, draw in ((0.1, 0), (0.5, 3), (1.0, 1)):
+        subset = training_subset(train, fraction, draw)
+        groups = subset["group"][:]
+        assert sorted(set(groups)) == list(range(max(groups) + 1)) and len(set(groups)) == max(1, math.ceil(fraction * 20))
+        assert all(groups.count(group) == 2 for group in set(groups)) and sum(subset["label"][:]) == len(set(groups))
+        Units.of(subset.add_column("length", [5] * len(subset)))  # no gap: every number is a unit with rows
+
+
+def test_units_refuse_group_numbers_with_a_gap():
+    with pytest.raises(BamError, match="group numbers must run 0, 1, ... without gaps \\(1 has no rows\\)"):
+        Units.of(_Rows([0, 0, 2, 2], [3, 3, 3, 3]))
+
+
+def test_scoring_a_group_without_exactly_one_positive_is_one_line():
+    with pytest.raises(BamError, match="group 1 .* has 2 positive candidates"):
+        Task("qa", SPEC).score(torch.tensor([1, 0, 1, 1]), torch.zeros(4, 1), torch.tensor([0, 0, 1, 1]))

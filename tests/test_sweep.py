@@ -53,6 +53,10 @@ def test_weighted_conditions_train_record_and_report_their_method(recipe, tmp_pa
     recorded = {name: json.loads((out / "seed0" / name / "config.json").read_text())["student"] for name in ("multi+dtp", "multi+mgda")}
     assert recorded["multi+dtp"]["loss_weighting"] == "dtp" and recorded["multi+dtp"]["step_sampler"] == "proportional"
     assert recorded["multi+mgda"]["loss_weighting"] == "mgda" and recorded["multi+mgda"]["step_sampler"] == "all-tasks"
+    # A weighting the recipe cannot train is refused before any run; a condition's own method starts from its defaults.
+    with pytest.raises(BamError, match=r"condition multi\+gradnorm: student.loss_weighting = 'gradnorm' needs every task's loss in every step"):
+        sweep(recipe, tmp_path / "other", seeds=[0], conditions=["multi+gradnorm"], overrides=['student.step_sampler="epoch-shuffle"'])
+    assert not (tmp_path / "other").exists()
     result = CliRunner().invoke(main, ["plot-training", str(out / "seed0" / "multi+dtp")], catch_exceptions=False)
     assert result.exit_code == 0 and (out / "seed0" / "multi+dtp" / "training.png").stat().st_size > 10_000
     result = CliRunner().invoke(main, ["plot-training", str(out / "seed0" / "multi+dtp"), "--out", str(tmp_path / "curves.txt")])

@@ -129,11 +129,24 @@ def test_uncertainty_weights_at_zero_and_their_stationary_points(likelihood, wei
     assert weighting.backward({"a": parameter * 1.0}, lambda total: total.backward()) == {"a": weight}
     # d/ds of factor * exp(-s) * L + s / 2 vanishes at s* = log(2 factor L): L = 2 -> ln 2 (gaussian), ln 4 (categorical)
     stationary = math.log(2 * weight * 2.0)
-    weighting.log_variances.data.fill_(stationary)
-    weighting.log_variances.grad = None
+    weighting.end_step({"a": 2.0})
+    weighting.log_variances[0].data.fill_(stationary)
+    weighting.log_variances[0].grad = None
     weighting.backward({"a": torch.tensor(2.0, requires_grad=True)}, lambda total: total.backward())
-    assert weighting.log_variances.grad.item() == pytest.approx(0.0, abs=1e-6)
+    assert weighting.log_variances[0].grad.item() == pytest.approx(0.0, abs=1e-6)
     assert weight * math.exp(-stationary) == pytest.approx(0.25)
+
+
+def test_uncertainty_counts_its_log_variance_once_per_step_and_leaves_absent_tasks_alone():
+    weighting = build_weighting("uncertainty", {"a": "gaussian", "b": "gaussian"})
+    # The loss 2 of task a arrives in two memory passes of 1: the same gradient as one pass of 2.
+    weighting.backward({"a": torch.tensor(1.0), "b": torch.tensor(1.0)}, lambda total: total.backward())
+    weighting.backward({"a": torch.tensor(1.0)}, lambda total: total.backward())
+    assert weighting.log_variances[0].grad.item() == pytest.approx(-0.5 * 2.0 + 0.5)
+    weighting.end_step({"a": 2.0, "b": 1.0})
+    weighting.log_variances[1].grad = None
+    weighting.backward({"a": torch.tensor(1.0)}, lambda total: total.backward())  # a step without task b
+    assert weighting.log_variances[1].grad is None  # so AdamW's momentum cannot move b's s
 
 
 def test_a_constant_weight_does_not_change_an_adam_step_of_a_head():
@@ -166,6 +179,9 @@ def test_dtp_weighs_a_task_by_its_smoothed_kpi():
     losses = {"a": parameter * 1.0, "b": parameter * 2.0}
     first = weighting.backward(losses, lambda total: total.backward(), {"a": 0.5, "b": 0.9})
     assert first == pytest.approx({"a": 0.3466, "b": 0.010536}, abs=1e-4)
+    again = weighting.backward({"a": parameter * 1.0}, lambda total: total.backward(), {"a": 0.1})  # another pass of the same step
+    assert again["a"] == first["a"]
+    weighting.end_step({"a": 1.0, "b": 2.0})
     second = weighting.backward({"a": parameter * 1.0}, lambda total: total.backward(), {"a": 0.7})  # (0.5 + 0.7) / 2
     assert second["a"] == pytest.approx(focal_weight(0.6, 1.0))
 
@@ -209,8 +225,10 @@ def test_gradnorm_moves_weights_towards_the_slower_task_and_keeps_their_sum():
 def test_famo_learns_from_the_fall_of_each_loss():
     weighting = build_weighting("famo", ["a", "b"])
     parameter = torch.nn.Parameter(torch.tensor(1.0))
-    weights = weighting.backward({"a": parameter * 1.0, "b": parameter * 4.0}, lambda total: total.backward())
+    weights = weighting.backward({"a": parameter * 1.0, "b": parameter * 4.0}, lambda total: total.backward(), means={"a": 1.0, "b": 4.0})
     assert weights == pytest.approx({"a": 0.8, "b": 0.2})
+    later_pass = weighting.backward({"a": parameter * 0.1}, lambda total: total.backward(), means={"a": 0.2})
+    assert later_pass == pytest.approx({"a": 0.8})  # a step's passes share its weights
     weighting.end_step({"a": 1.0, "b": 4.0}, {"a": 0.5, "b": 4.0})
     torch.testing.assert_close(torch.softmax(weighting.logits, dim=0), torch.tensor([0.4875, 0.5125], dtype=torch.float64), atol=1e-4, rtol=0)
 
