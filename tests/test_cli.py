@@ -182,7 +182,7 @@ def test_teacher_store_from_other_data_is_refused(trained, tmp_path):
 
 
 def test_help_explains_every_command_and_option():
-    assert set(main.commands) == {"train-teachers", "ensemble-teachers", "distill", "finetune", "adapt", "run", "sweep", "report", "predict", "export"}
+    assert set(main.commands) == {"train-teachers", "ensemble-teachers", "distill", "finetune", "adapt", "run", "sweep", "report", "predict", "export", "plot-training"}
     for name, command in main.commands.items():
         assert command.help and name in bam("--help").output
         options = [param for param in command.params if isinstance(param, click.Option)]
