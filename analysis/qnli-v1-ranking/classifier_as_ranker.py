@@ -8,16 +8,22 @@ scored). Row ids are the dev file's row numbers in both tasks, so the groups are
 read from the ranking task's data.
 
     BAM_DATA_DIR=../shared/data/nli HF_HUB_OFFLINE=1 python analysis/qnli-v1-ranking/classifier_as_ranker.py \
-      sweeps/qnli-v1-ranking > analysis/qnli-v1-ranking/classifier_as_ranker.csv
+      sweeps/qnli-v1-ranking analysis/qnli-v1-ranking/classifier_as_ranker.csv
+
+It writes one row per seed and prints the medians with one-sided Mann-Whitney
+tests (bam.statistics) of the ranking model against the classifier, both as
+the paper compares them (each by its own accuracy) and on the same metric.
 """
 
 import sys
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from bam.config import load_recipe
 from bam.data import data_directories, load_task
+from bam.statistics import mann_whitney
 from bam.tasks import resolve
 from bam.teacher_store import read_predictions
 
@@ -26,18 +32,28 @@ recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "qnli-v1-
 ranking = resolve(recipe, "qnli_v1_ranking")[0]
 dev = load_task(ranking, data_directories()).dev["dev"]
 group_of = dict(zip(dev["id"][:], dev["group"][:]))
-print("seed,ranking_accuracy,ranking_mrr,classifier_accuracy,classifier_as_ranker_accuracy,classifier_as_ranker_mrr")
-for seed_folder in sorted(sweep.glob("seed*")):
+rows = []
+for seed_folder in sorted(sweep.glob("seed*"), key=lambda folder: int(folder.name[4:])):
     classifier = seed_folder / "single" / "qnli_v1_classification" / "dev.safetensors"
     ranker = seed_folder / "single" / "qnli_v1_ranking" / "dev.safetensors"
     if not (classifier.is_file() and ranker.is_file()):
         continue
-    rows = read_predictions(classifier)
-    kept = torch.tensor([int(row_id) in group_of for row_id in rows.ids.tolist()])
-    entailment = torch.log_softmax(rows.outputs[kept], dim=-1)[:, 0].unsqueeze(-1)  # label order: entailment, not_entailment
-    positive = (rows.labels[kept] == 0).long()  # the ranking task's label 1 is `entailment`
-    groups = torch.tensor([group_of[int(row_id)] for row_id in rows.ids[kept].tolist()])
+    stored = read_predictions(classifier)
+    kept = torch.tensor([int(row_id) in group_of for row_id in stored.ids.tolist()])
+    entailment = torch.log_softmax(stored.outputs[kept], dim=-1)[:, 0].unsqueeze(-1)  # label order: entailment, not_entailment
+    positive = (stored.labels[kept] == 0).long()  # the ranking task's label 1 is `entailment`
+    groups = torch.tensor([group_of[int(row_id)] for row_id in stored.ids[kept].tolist()])
     as_ranker = ranking.score(positive, entailment, groups)
-    own = ranking.score(read_predictions(ranker).labels, read_predictions(ranker).outputs, read_predictions(ranker).groups)
-    accuracy = float((rows.outputs.argmax(dim=-1) == rows.labels).float().mean()) * 100
-    print(f"{seed_folder.name[4:]},{own['accuracy']:.2f},{own['mrr']:.2f},{accuracy:.2f},{as_ranker['accuracy']:.2f},{as_ranker['mrr']:.2f}")
+    ranked = read_predictions(ranker)
+    own = ranking.score(ranked.labels, ranked.outputs, ranked.groups)
+    rows.append({
+        "seed": int(seed_folder.name[4:]), "ranking_accuracy": own["accuracy"], "ranking_mrr": own["mrr"],
+        "classifier_accuracy": float((stored.outputs.argmax(dim=-1) == stored.labels).float().mean()) * 100,
+        "classifier_as_ranker_accuracy": as_ranker["accuracy"], "classifier_as_ranker_mrr": as_ranker["mrr"],
+    })  # fmt: skip
+table = pd.DataFrame(rows)
+table.to_csv(sys.argv[2], index=False, float_format="%.4f")
+print(table.median(numeric_only=True).drop("seed").round(2).to_string())
+for other in ("classifier_accuracy", "classifier_as_ranker_accuracy"):
+    test = mann_whitney(table["ranking_accuracy"], table[other], "greater")
+    print(f"ranking_accuracy > {other}: one-sided Mann-Whitney p = {test.p:.4f} ({len(table)} seeds each)")
