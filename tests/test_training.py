@@ -114,12 +114,15 @@ def test_memory_passes_split_long_batches_and_keep_short_ones_whole():
     assert [part.tolist() for part, _ in memory_passes(np.array([4, 5]), lengths, 8)] == [[4], [5]]
 
 
-def test_passes_bound_memory_not_the_maths(tmp_path, recipe_without_dropout, monkeypatch):
-    """A student trained one example per pass ends where one trained a whole batch per pass does."""
-    whole = load_recipe(recipe_without_dropout, ["student.anneal=\"none\""])
+@pytest.mark.parametrize("weighting", ["equal", "uncertainty", "gradnorm", "mgda"])
+def test_passes_bound_memory_not_the_maths(tmp_path, recipe_without_dropout, monkeypatch, weighting):
+    """A student trained one example per pass ends where one trained a whole batch per pass does, whichever the
+    loss weighting: its state and gradients count each batch once, however many passes it took."""
+    settings = ["student.anneal=\"none\"", f'student.loss_weighting="{weighting}"']
+    whole = load_recipe(recipe_without_dropout, settings)
     tasks = resolve(whole, None)
     distill(whole, tasks, data_dir=GLUE_FIXTURE, teacher_store=tmp_path / "unused", out=tmp_path / "whole")
-    split = load_recipe(recipe_without_dropout, ["student.anneal=\"none\"", "max_tokens_per_pass=1"])
+    split = load_recipe(recipe_without_dropout, [*settings, "max_tokens_per_pass=1"])
     pass_sizes = []
 
     def counted_passes(*arguments):
