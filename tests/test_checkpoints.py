@@ -124,12 +124,11 @@ def test_killed_teacher_resumes_and_matches(tmp_path, tiny_recipe, when, count, 
         ("all-tasks", 3, 10, "linear", "equal"),
         # RTE through MT-DNN's SAN, whose stochastic prediction dropout draws random numbers every step.
         ("proportional", 12, 30, "san", "equal"),
-        # Each loss weighting with state of its own (learned, or tracked over steps and epochs).
+        # Each loss weighting with state of its own (learned, or tracked over steps and epochs); mgda keeps none.
         ("proportional", 12, 30, "linear", "uncertainty"),
         ("proportional", 12, 45, "linear", "dwa"),  # 3 epochs: DWA's weights move from the third
         ("proportional", 12, 30, "linear", "dtp"),
         ("all-tasks", 3, 10, "linear", "gradnorm"),
-        ("all-tasks", 3, 10, "linear", "mgda"),
         ("all-tasks", 3, 10, "linear", "pcgrad"),
         ("all-tasks", 3, 10, "linear", "famo"),
     ],

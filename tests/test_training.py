@@ -136,3 +136,24 @@ def test_passes_bound_memory_not_the_maths(tmp_path, recipe_without_dropout, mon
     for name in ("rte.dev", "stsb.dev", "cola.dev"):
         difference = _largest_difference(tmp_path / "whole" / "predictions" / f"{name}.safetensors", tmp_path / "split" / "predictions" / f"{name}.safetensors")
         assert difference < 1e-5
+
+
+@pytest.mark.parametrize("weighting, refused", [("dtp", True), ("uncertainty", True), ("fixed", False)])
+def test_a_weighting_with_state_is_refused_across_processes_before_training(tmp_path, recipe_without_dropout, monkeypatch, weighting, refused):
+    """Each process would keep its own state from its own share of the batches; equal and fixed keep none."""
+    from types import SimpleNamespace
+
+    from bam.errors import BamError
+
+    monkeypatch.setattr(bam.training, "accelerator", lambda: SimpleNamespace(num_processes=2, process_index=0, device=torch.device("cpu")))
+    recipe = load_recipe(recipe_without_dropout, ["student.anneal=\"none\"", f'student.loss_weighting="{weighting}"'])
+    steps = []
+    try:
+        distill(recipe, resolve(recipe, None), data_dir=GLUE_FIXTURE, teacher_store=tmp_path / "unused", out=tmp_path / "run", progress=steps.append)
+    except BamError as error:
+        assert refused and f"loss_weighting {weighting!r} keeps state" in str(error) and "run it in one process" in str(error)
+        assert steps == [] and not (tmp_path / "run").exists()
+    except Exception:  # the fake accelerator goes no further than setup; a method that is not refused gets there
+        assert not refused
+    else:
+        pytest.fail("the fake two-process accelerator cannot train")
