@@ -284,6 +284,15 @@ def test_a_ranking_task_trains_teaches_a_student_and_predicts_ranks(tmp_path, ti
     assert len(answers) == 20 and sorted({answer["rank"] for answer in answers}) == [1, 2]
     assert f"accuracy {metrics['accuracy']:.2f}" in result.output  # the same model on the same dev file scores the same
 
+    import bam as api
+
+    model = api.load(run)
+    pairs = [(question, answer) for question, right, wrong in QUESTIONS[:2] for answer in (right, wrong)]
+    answers = model.predict(pairs, task="qa", groups=["q1", "q1", "q2", "q2"])
+    assert [answer.rank for answer in answers[:2]] in ([1, 2], [2, 1]) and sorted(answer.rank for answer in answers[2:]) == [1, 2]
+    with pytest.raises(BamError, match="groups: 3 given for 4 texts"):
+        model.predict(pairs, task="qa", groups=["q1", "q1", "q2"])
+
 
 def test_the_mt_dnn_mini_recipe_runs_both_stages_on_the_tiny_encoder(tmp_path, tiny_model):
     """recipes/mt-dnn-mini.toml as written (SAN heads, ranking, epoch-shuffle), on invented data in its six folders."""
