@@ -121,6 +121,8 @@ def adapt(
 ) -> pd.DataFrame:
     """Train (or resume) every cell and return the results table, also written to `out/results.csv`."""
     # build: everything that can be refused, before any training
+    if not fractions:
+        raise BamError("--fractions: no fraction given")
     for fraction in fractions:
         nested_subset(1, fraction, 0)  # checks the fraction
     if draws < 1:

@@ -304,7 +304,7 @@ def read_split(path: Path, spec: TaskSpec) -> datasets.Dataset:
         texts_b.append(texts[1] if len(texts) > 1 else None)
         labels.append(label_type.parse_label(raw_label, spec, where))
         if has_groups:
-            groups.append(field(local.group_column))
+            groups.append(group_value(field(local.group_column), local.group_column, where))
             wheres.append(where)
     if skipped:
         logger.info("%s: skipped %d row(s) without a gold label (skip_labels: %s)", path, skipped, ", ".join(map(repr, local.skip_labels)))
@@ -315,6 +315,13 @@ def read_split(path: Path, spec: TaskSpec) -> datasets.Dataset:
         # The groups left are numbered again, 0, 1, ... with no gaps: a number is a batch unit (bam.training.Units).
         ids, texts_a, texts_b, labels, groups = ([values[row] for row in kept] for values in (ids, texts_a, texts_b, labels, groups))
     return _to_dataset(ids, texts_a, texts_b, labels, spec, group_numbers(groups) if has_groups else None)
+
+
+def group_value(value: str, column: int | str, where: str) -> str:
+    """A row's group, as text; an empty one is refused."""
+    if not value.strip():  # every row without a value would silently join one group called ""
+        raise BamError(f"{where}: the group column {column!r} is empty")
+    return value
 
 
 def group_numbers(names: Sequence[str]) -> list[int]:

@@ -149,6 +149,9 @@ def _read_member(store: Path, name: str) -> Member:
     if manifest["type"] != task.spec.type or manifest["labels"] != list(task.spec.labels):
         raise BamError(f"{path}: 'type' and 'labels' differ from the task in its own recorded recipe (an edited manifest?)")
     predictions = {split: read_split(store, name, manifest, split) for split in manifest["files"]}
+    if task.type.batch_unit == "group" and any(rows.groups is None for rows in predictions.values()):
+        # Averaging a ranking teacher's distributions needs each row's group; the store must say, not be guessed from the data.
+        raise BamError(f"teacher store {store}, task {name!r}: its predictions hold no groups (a ranking store written by bam writes them); retrain the teacher")
     for split, rows in predictions.items():
         if rows.outputs.shape[-1] != task.output_size:
             raise BamError(f"{store / name / manifest['files'][split]['path']}: outputs have {rows.outputs.shape[-1]} columns, the task needs {task.output_size}")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bam.data import column_index, group_numbers, json_field, json_lines
+from bam.data import group_value, column_index, group_numbers, json_field, json_lines
 from bam.errors import BamError
 from bam.files import replaced_atomically
 from bam.inference import Model
@@ -91,11 +91,12 @@ def predict_file(
     on_start(len(rows.texts))
     outputs = model.outputs(rows.texts, task.name, batch_size=batch_size, precision=precision, on_batch=on_batch)
 
-    # write, score
+    # score, write: a file that cannot be scored is refused before any answer is written
+    scores = None
+    if rows.labels is not None:
+        scores = task.score(rows.labels, outputs[rows.scored], None if rows.groups is None else rows.groups[rows.scored])
     write_answers(out, output_format, rows.ids, task.type.answers(outputs, task.spec, rows.groups))
-    if rows.labels is None:
-        return None
-    return task.score(rows.labels, outputs[rows.scored], None if rows.groups is None else rows.groups[rows.scored])
+    return scores
 
 
 def choose_columns(
@@ -123,6 +124,8 @@ def choose_columns(
     group = _column(group_column) if group_column else (local.group_column if local.group_column != "" and not text_columns else None)
     if task.type.batch_unit == "group" and group is None:
         raise BamError(f"task {task.name!r} ranks the candidates of each group: give the group column (--group-column)")
+    if task.type.batch_unit != "group" and group_column:
+        raise BamError(f"--group-column: task {task.name!r} is a {task.spec.type} task, which has no groups")
     return Columns(texts, label, identifier, default_header if header is None else header, group)
 
 
@@ -134,7 +137,7 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
     """The ids, texts and (when the rows have them) labels of an input file, each row checked."""
     reading = _reading(path, task, given_format)
     records = _json_records(path, columns) if reading is None else _delimited_records(path, columns, reading, given_format)
-    ids, texts, raw_labels, scored, groups = [], [], [], [], []
+    ids, texts, raw_labels, scored, groups, first_rows = [], [], [], [], [], {}
     has_labels = None
     for row_number, where, fields in records:
         found = [fields(column) for column in columns.texts]
@@ -144,7 +147,8 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
         ids.append(row_number if columns.id is None else _required(fields(columns.id), where, f"id column {columns.id!r}"))
         texts.append(found[0] if len(found) == 1 else (found[0], found[1]))
         if columns.group is not None:
-            groups.append(_required(fields(columns.group), where, f"group column {columns.group!r}"))
+            groups.append(group_value(_required(fields(columns.group), where, f"group column {columns.group!r}"), columns.group, where))
+            first_rows.setdefault(groups[-1], where)
         label = fields(columns.label) if columns.label is not None else None
         if has_labels is None:
             has_labels = label is not None  # the first row (or a header naming the column) decides; every row must agree
@@ -158,7 +162,19 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
     if has_labels and len(scored) < len(texts):
         logger.info("%s: %d of %d row(s) have a label in skip_labels: answered, not scored", path, len(texts) - len(scored), len(texts))
     labels = torch.as_tensor(raw_labels) if raw_labels else None
+    if labels is not None and columns.group is not None:
+        _check_scored_groups([groups[row] for row in scored], labels, first_rows)
     return Rows(ids, texts, labels, scored, torch.as_tensor(group_numbers(groups)) if columns.group is not None else None)
+
+
+def _check_scored_groups(groups: list[str], labels: torch.Tensor, first_rows: dict[str, str]) -> None:
+    """Each group of the scored rows has exactly one positive candidate (label index 1), or one line naming the group and its first row."""
+    positives: dict[str, int] = {}
+    for group, label in zip(groups, labels.tolist()):
+        positives[group] = positives.get(group, 0) + (label == 1)
+    for group, count in positives.items():
+        if count != 1:
+            raise BamError(f"{first_rows[group]}: group {group!r} has {count} positive candidates; a ranking group is scored with exactly one")
 
 
 def _reading(path: Path, task: Task, given_format: str | None) -> dict | None:

@@ -321,9 +321,9 @@ class Ranking:
                 f"a ranking group needs exactly one ({len(invalid)} group(s) of {len(positives)} do not; local.invalid_groups = \"drop\" leaves them out)"
             )
         kept = np.flatnonzero(~np.isin(groups, invalid))
-        logger.info("%s: left out %d of %d group(s) (%d rows) without exactly one positive candidate", path, len(invalid), len(positives), len(labels) - len(kept))
         if len(kept) == 0:
             raise BamError(f"{path}: no group has exactly one positive candidate ({spec.labels[1]!r})")
+        logger.info("%s: left out %d of %d group(s) (%d rows) without exactly one positive candidate", path, len(invalid), len(positives), len(labels) - len(kept))
         return kept
 
     def output_size(self, spec: TaskSpec) -> int:

@@ -15,6 +15,7 @@ the loss weighting gave it. A step lists only the tasks it trained.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from bam.errors import BamError
@@ -51,6 +52,11 @@ def read_train_log(path: Path) -> list[dict]:
         well_formed = isinstance(record, dict) and type(record.get("step")) is int and isinstance(record.get("tasks"), dict)
         if not well_formed or not all(isinstance(entry, dict) and {"loss", "gold_weight", "loss_weight"} <= entry.keys() for entry in record["tasks"].values()):
             raise BamError(f"{path}:{number}: a step record needs 'step' and 'tasks' with loss, gold_weight and loss_weight")
+        for task, entry in record["tasks"].items():
+            for key in ("loss", "gold_weight", "loss_weight"):
+                value = entry[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise BamError(f"{path}:{number}: task {task!r}'s {key} is {value!r}, not a finite number")
         records.append(record)
     if not lines:
         raise BamError(f"{path}: empty training log")
@@ -65,8 +71,10 @@ def plot_training(records: list[dict], path: Path, window: int = 20) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    figure, (losses, weights) = plt.subplots(2, 1, sharex=True, figsize=(8, 6))
     tasks = list(dict.fromkeys(name for record in records for name in record["tasks"]))
+    if not tasks:
+        raise BamError(f"{path}: the training log records no step of any task, nothing to draw")
+    figure, (losses, weights) = plt.subplots(2, 1, sharex=True, figsize=(8, 6))
     for task in tasks:
         steps = np.array([record["step"] for record in records if task in record["tasks"]])
         values = np.array([record["tasks"][task]["loss"] for record in records if task in record["tasks"]])

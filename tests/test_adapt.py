@@ -117,3 +117,10 @@ def test_bad_adaptation_inputs_are_one_line(tmp_path, tiny_model, options, messa
     result = bam(*arguments)
     assert result.exit_code == 2, result.output
     assert __import__("re").search(message, result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("fractions", ["", ",", " "])
+def test_no_fraction_is_one_line_and_writes_nothing(tiny_recipe, tmp_path, fractions):
+    result = bam("adapt", tiny_recipe, "--task", "rte", "--start", "pretrained", "--fractions", fractions, "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "--fractions: no fraction given" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -293,6 +293,17 @@ def test_a_ranking_task_trains_teaches_a_student_and_predicts_ranks(tmp_path, ti
     with pytest.raises(BamError, match="groups: 3 given for 4 texts"):
         model.predict(pairs, task="qa", groups=["q1", "q1", "q2"])
 
+    # A labelled file with a group of two right answers: refused, naming the group and its row, and no answers written.
+    lines = (data / "QA" / "dev.tsv").read_text().splitlines()
+    first = next(line for line in lines[1:] if line.endswith("\twrong"))
+    (tmp_path / "two-right.tsv").write_text("\n".join([lines[0], *(line.replace("\twrong", "\tright") if line == first else line for line in lines[1:])]) + "\n")
+    result = bam("predict", run, tmp_path / "two-right.tsv", "--task", "qa", "--out", tmp_path / "refused.jsonl")
+    group = first.split("\t")[0]
+    assert result.exit_code == 2 and f"group {group!r} has 2 positive candidates" in result.output and "two-right.tsv:" in result.output
+    assert not (tmp_path / "refused.jsonl").exists()
+    result = bam("predict", run, data / "RTE" / "dev.tsv", "--task", "rte", "--group-column", "label")
+    assert result.exit_code == 2 and "--group-column: task 'rte' is a classification task, which has no groups" in result.output
+
 
 def test_the_mt_dnn_mini_recipe_runs_both_stages_on_the_tiny_encoder(tmp_path, tiny_model):
     """recipes/mt-dnn-mini.toml as written (SAN heads, ranking, epoch-shuffle), on invented data in its six folders."""
@@ -348,3 +359,54 @@ def test_units_refuse_group_numbers_with_a_gap():
 def test_scoring_a_group_without_exactly_one_positive_is_one_line():
     with pytest.raises(BamError, match="group 1 .* has 2 positive candidates"):
         Task("qa", SPEC).score(torch.tensor([1, 0, 1, 1]), torch.zeros(4, 1), torch.tensor([0, 0, 1, 1]))
+
+
+def test_an_empty_group_value_is_refused_naming_the_row(tmp_path):
+    write_qa(tmp_path)
+    path = tmp_path / "QA" / "train.tsv"
+    lines = path.read_text().splitlines()
+    lines[3] = "\t" + lines[3].split("\t", 1)[1]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BamError, match=r"train.tsv:4: the group column 'group' is empty"):
+        read_split(path, qa_task().spec)
+
+
+def test_plot_training_refuses_a_log_whose_values_are_not_numbers(tmp_path):
+    from bam.train_log import plot_training, read_train_log, write_train_log
+
+    records = [{"step": step, "tasks": {"qa": {"loss": 0.5, "gold_weight": 0.0, "loss_weight": 1.0}}} for step in range(1, 30)]
+    records[10]["tasks"]["qa"]["loss"] = "x"
+    write_train_log(tmp_path / "train_log.jsonl", records)
+    with pytest.raises(BamError, match=r"train_log.jsonl:12: task 'qa''s loss is 'x', not a finite number"):
+        read_train_log(tmp_path / "train_log.jsonl")
+    with pytest.raises(BamError, match="records no step of any task"):
+        plot_training([{"step": 1, "tasks": {}}], tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
+
+
+def test_an_ensemble_of_ranking_stores_without_groups_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from bam.ensemble import ensemble_teachers
+    from bam.teacher_store import write_teacher
+
+    task = qa_task()
+    for seed in (0, 1):
+        rows = Predictions(torch.tensor([0, 1]), torch.tensor([[0.1 + seed], [0.2]]), torch.tensor([1, 0]), torch.tensor([0, 0]))
+        from bam.config import Recipe, to_dict
+
+        recipe = to_dict(Recipe(model="m", tasks=("qa",), custom_tasks={"qa": task.spec}))
+        write_teacher(tmp_path / f"store{seed}", task, predictions={"train": rows, "dev": rows}, train_fingerprint="f", details={"recipe": recipe, "seed": seed}, save_model=None)
+    for seed in (0, 1):  # as another tool (or a hand edit) might leave them: the outputs without their groups
+        folder = tmp_path / f"store{seed}" / "qa"
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for split in ("train", "dev"):
+            stored = read_predictions(folder / f"{split}.safetensors")
+            save_file({"ids": stored.ids, "outputs": stored.outputs.contiguous(), "labels": stored.labels}, folder / f"{split}.safetensors")
+            import hashlib
+
+            manifest["files"][split]["sha256"] = hashlib.sha256((folder / f"{split}.safetensors").read_bytes()).hexdigest()
+        write_json(folder / "manifest.json", manifest)
+    with pytest.raises(BamError, match="its predictions hold no groups"):
+        ensemble_teachers([tmp_path / "store0", tmp_path / "store1"], tmp_path / "ensemble")
+    assert not (tmp_path / "ensemble").exists()
