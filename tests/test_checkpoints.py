@@ -259,9 +259,6 @@ def test_a_student_killed_while_saving_resumes_to_the_same_run(tmp_path, tiny_re
     assert read_train_log(out / "train_log.jsonl") == read_train_log(tmp_path / "once" / "train_log.jsonl")
     for once in (tmp_path / "once" / "predictions").iterdir():
         assert torch.equal(read_predictions(out / "predictions" / once.name).outputs, read_predictions(once).outputs)
-    if weighting not in ("equal", "pcgrad"):  # the weights moved, and the log records them per task
-        recorded = {values["loss_weight"] for record in read_train_log(out / "train_log.jsonl") for values in record["tasks"].values()}
-        assert len(recorded) > 3
     assert not (tmp_path / ".killed.partial").exists()
 
 
