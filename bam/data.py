@@ -45,6 +45,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import torch
 from datasets.fingerprint import Hasher
 
 from bam.config import TaskSpec
@@ -382,6 +383,11 @@ def fingerprint(dataset: datasets.Dataset) -> str:
 def column(dataset: datasets.Dataset, name: str) -> np.ndarray:
     """One column as a NumPy array."""
     return np.asarray(dataset[name][:])
+
+
+def groups_of(dataset: datasets.Dataset) -> torch.Tensor | None:
+    """Each row's group number (a ranking task's data), or None for data without groups."""
+    return torch.as_tensor(column(dataset, "group")) if "group" in dataset.column_names else None
 
 
 def tokenize(dataset: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:

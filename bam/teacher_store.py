@@ -35,7 +35,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from bam.data import column
+from bam.data import column, groups_of
 from bam.errors import BamError
 from bam.files import atomic_directory, read_format, replaced_atomically, write_json
 from bam.tasks import Task
@@ -67,8 +67,7 @@ class Predictions:
     @classmethod
     def of(cls, dataset, outputs: torch.Tensor) -> "Predictions":
         """Outputs for every row of `dataset`, in dataset order, with its ids, labels and groups."""
-        groups = torch.as_tensor(column(dataset, "group")) if "group" in dataset.column_names else None
-        return cls(torch.as_tensor(column(dataset, "id")), outputs, torch.as_tensor(column(dataset, "label")), groups)
+        return cls(torch.as_tensor(column(dataset, "id")), outputs, torch.as_tensor(column(dataset, "label")), groups_of(dataset))
 
 
 def write_predictions(path: Path, predictions: Predictions) -> str:

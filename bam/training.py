@@ -37,7 +37,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from bam.checkpoints import Checkpointing, latest_checkpoint, load_checkpoint, save_checkpoint
 from bam.config import TrainConfig
-from bam.data import column
+from bam.data import column, groups_of
 from bam.distillation import blend, gold_weight
 from bam.errors import BamError
 from bam.files import code_fingerprint
@@ -181,6 +181,7 @@ class Units:
     For a task without groups a unit is its row, and everything is as before.
     """
 
+    groups: torch.Tensor | None  # each dataset row's group number (None: no groups)
     order: np.ndarray | None  # dataset rows, each unit's rows together (None: one row per unit, in row order)
     starts: np.ndarray | None  # unit i is order[starts[i] : starts[i + 1]]
     lengths: np.ndarray  # the longest row of each unit, in tokens (what length-grouped batching sorts by)
@@ -188,16 +189,20 @@ class Units:
 
     @classmethod
     def of(cls, dataset) -> "Units":
-        lengths = column(dataset, "length")
-        if "group" not in dataset.column_names:
-            return cls(None, None, lengths, None)
-        groups = column(dataset, "group")
+        lengths, numbers = column(dataset, "length"), groups_of(dataset)
+        if numbers is None:
+            return cls(None, None, None, lengths, None)
+        groups = numbers.numpy()
         order = np.argsort(groups, kind="stable")
         sizes = np.bincount(groups)
         if (sizes == 0).any():  # a number without rows would be an empty unit, planned into batches like the others
             raise BamError(f"group numbers must run 0, 1, ... without gaps ({int(np.flatnonzero(sizes == 0)[0])} has no rows); bam.data numbers them so")
         starts = np.concatenate([[0], np.cumsum(sizes)])
-        return cls(order, starts, np.maximum.reduceat(lengths[order], starts[:-1]), sizes)
+        return cls(numbers, order, starts, np.maximum.reduceat(lengths[order], starts[:-1]), sizes)
+
+    def count(self, units: np.ndarray) -> int:
+        """How many rows the units hold."""
+        return len(units) if self.sizes is None else int(self.sizes[units].sum())
 
     def rows(self, units: np.ndarray) -> np.ndarray:
         if self.order is None:
@@ -374,7 +379,7 @@ def _train_step(run: _Training, step: int) -> tuple[dict[str, dict[str, float]],
             if number == len(rounds):
                 rounds.append([])
             rounds[number].append((task, units.rows(part), part_scale, process_scale))
-        examples += len(units.rows(indices))
+        examples += units.count(indices)
         tokens += int(run.lengths[task.name][units.rows(share)].sum())
     gold_weight, losses, weights, padded_tokens = run.gold_weight(step), defaultdict(float), {}, 0
     for number, passes in enumerate(rounds):
@@ -425,11 +430,11 @@ def _losses_after_step(run: _Training, rounds: list, gold_weight: float) -> dict
 
 def _pass_loss(run: _Training, task: Task, part: np.ndarray, gold_weight: float) -> tuple[torch.Tensor, float | None]:
     """The mean loss of one pass: some examples of one task, against their (blended) targets; and the batch's KPI if the weighting reads it."""
-    dataset = run.train_sets[task.name]
-    inputs, labels = collate(dataset, part, run.tokenizer, run.device)
-    teacher_rows = None if run.teaching is None else run.teaching.outputs[task.name][torch.as_tensor(part)]
-    groups = torch.as_tensor(np.asarray(dataset[part.tolist()]["group"])) if "group" in dataset.column_names else None
-    batch = Batch(labels, teacher_rows, groups)
+    inputs, labels = collate(run.train_sets[task.name], part, run.tokenizer, run.device)
+    rows = torch.as_tensor(part)
+    teacher_rows = None if run.teaching is None else run.teaching.outputs[task.name][rows]
+    groups = run.units[task.name].groups
+    batch = Batch(labels, teacher_rows, None if groups is None else groups[rows])
     targets = batch_targets(task, batch, gold_weight).to(run.device)
     with autocast(run.precision, run.device):
         outputs = run.trained(task.name, inputs)
@@ -533,9 +538,4 @@ def predict(
 def evaluate(model: MultiTaskModel, task: Task, dev_sets: dict, tokenizer, *, precision: str, batch_size: int):
     """Per-split outputs and the task's metrics; with several splits, metric names get the split as prefix."""
     outputs = {split: predict(model, task, dataset, tokenizer, precision=precision, batch_size=batch_size) for split, dataset in dev_sets.items()}
-    return outputs, task.score_splits({split: (torch.as_tensor(column(dataset, "label")), outputs[split], groups(dataset)) for split, dataset in dev_sets.items()})
-
-
-def groups(dataset) -> torch.Tensor | None:
-    """Each row's group number (a ranking task's data), or None for data without groups."""
-    return torch.as_tensor(column(dataset, "group")) if "group" in dataset.column_names else None
+    return outputs, task.score_splits({split: (torch.as_tensor(column(dataset, "label")), outputs[split], groups_of(dataset)) for split, dataset in dev_sets.items()})
