@@ -33,7 +33,7 @@ import pandas as pd
 from bam.config import Recipe, to_dict
 from bam.data import DataDirectories, TaskData, column, describe_directories, fingerprint, group_numbers, load_tokenized, tokenizer_identity
 from bam.errors import BamError
-from bam.files import check_writable, read_format, read_json, write_csv, write_json
+from bam.files import as_read_back, check_writable, read_format, read_json, write_csv, write_json
 from bam.finetune import weights_fingerprint
 from bam.metrics import task_score
 from bam.model import load_tokenizer, saved_model_folder
@@ -184,7 +184,7 @@ def _check_or_write_description(out: Path, recipe: Recipe, task: Task, data_dir:
     path = out / "adapt.json"
     if path.is_file():
         recorded = read_format(path, ADAPT_FORMAT)
-        as_json = read_json_text(description)
+        as_json = as_read_back(description)
         for key in ("task", "recipe"):
             if recorded.get(key) != as_json[key]:
                 raise BamError(f"{path}: this folder's cells were trained with another {key}; use another --out")
@@ -193,13 +193,6 @@ def _check_or_write_description(out: Path, recipe: Recipe, task: Task, data_dir:
                 raise BamError(f"{path}: the cells of start {name!r} came from other weights ({recorded['starts'][name]['model']}); use another --out")
         description["starts"] = {**recorded["starts"], **starts_now}
     write_json(path, description)
-
-
-def read_json_text(value):
-    """`value` as JSON reads it back (tuples become lists), to compare with a recorded file."""
-    import json
-
-    return json.loads(json.dumps(value))
 
 
 # ---------------------------------------------------------------------------

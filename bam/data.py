@@ -165,20 +165,21 @@ def column_index(column: int | str, header: list[str] | None, path: Path, no_hea
 _LONGEST_FIELD = 2**31 - 1  # the largest limit csv accepts on every platform
 
 
-def _opened(path: Path):
+def open_text(path: Path, what: str = "data file"):
+    """A text file of examples opened for reading, or one line naming it; bad bytes are refused line by line by `checked_lines`."""
     try:
         # utf-8-sig: MRPC's files start with a byte-order mark. Bad bytes are kept as lone surrogates and
         # refused line by line, so the error names the line (a decode error would name a buffer offset).
         return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except FileNotFoundError:
-        raise BamError(f"{path}: data file not found") from None
+        raise BamError(f"{path}: {what} not found") from None
     except OSError as error:
         raise BamError(f"{path}: cannot read ({error.strerror})") from None
 
 
 def _rows(path: Path, delimiter: str):
-    with _opened(path) as handle:
-        reader = csv.reader(_checked_lines(handle, path), delimiter=delimiter, quoting=csv.QUOTE_NONE)
+    with open_text(path) as handle:
+        reader = csv.reader(checked_lines(handle, path), delimiter=delimiter, quoting=csv.QUOTE_NONE)
         # Without quoting a field cannot run past its line, so csv's default field limit (131,072 characters)
         # guards against nothing here and would refuse a long but legitimate text (a document, a long passage).
         csv.field_size_limit(max(csv.field_size_limit(), _LONGEST_FIELD))
@@ -192,7 +193,7 @@ _UNDECODED = re.compile("[\udc80-\udcff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _checked_lines(handle, path: Path):
+def checked_lines(handle, path: Path):
     for number, line in enumerate(handle, start=1):
         bad = None if line.isascii() else _UNDECODED.search(line)  # most lines are ASCII: skip the search
         if bad:
@@ -224,8 +225,8 @@ def _delimited_records(path: Path, local, columns: Sequence[int | str]):
 
 def json_lines(path: Path):
     """(line number, where, object) for each non-blank line of a JSON-lines file, each checked to be a JSON object."""
-    with _opened(path) as handle:
-        for number, line in enumerate(_checked_lines(handle, path), start=1):
+    with open_text(path) as handle:
+        for number, line in enumerate(checked_lines(handle, path), start=1):
             if not line.strip():
                 continue
             where = f"{path}:{number}"

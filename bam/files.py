@@ -136,6 +136,11 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
         raise
 
 
+def as_read_back(value):
+    """`value` as a JSON file holds it once read back (tuples become lists), to compare with a recorded file."""
+    return json.loads(json.dumps(value))
+
+
 def write_text(path: Path, text: str) -> None:
     with replaced_atomically(path) as temporary:
         temporary.write_text(text, encoding="utf-8")

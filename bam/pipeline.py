@@ -11,7 +11,6 @@ there.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from bam.config import Recipe, to_dict
 from bam.data import DataDirectories
 from bam.errors import BamError
-from bam.files import read_json
+from bam.files import as_read_back, read_json
 from bam.student import distill
 from bam.tasks import Task
 from bam.teacher_store import read_manifest
@@ -100,4 +99,4 @@ def _student_is_current(out: Path, recipe: Recipe, store: Path) -> bool:
 
 def _as_recorded(recipe: Recipe) -> dict:
     """The recipe as a manifest or config.json holds it once read back (JSON has lists, not tuples)."""
-    return json.loads(json.dumps(to_dict(recipe)))
+    return as_read_back(to_dict(recipe))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bam.data import group_value, column_index, group_numbers, json_field, json_lines
+from bam.data import checked_lines, column_index, group_numbers, group_value, json_field, json_lines, open_text
 from bam.errors import BamError
 from bam.files import replaced_atomically
 from bam.inference import Model
@@ -195,23 +195,13 @@ def _required(value: str | None, where: str, what: str) -> str:
     return value
 
 
-def _opened(path: Path):
-    try:
-        # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of the first column's name.
-        return path.open(encoding="utf-8-sig", newline="")
-    except FileNotFoundError:
-        raise BamError(f"{path}: input file not found") from None
-    except OSError as error:
-        raise BamError(f"{path}: cannot read ({error.strerror})") from None
-
-
 def _delimited_records(path: Path, columns: Columns, options: dict, given_format: str | None) -> Iterator[tuple[int, str, Callable]]:
     """(row number, where, field getter) per data row of a delimited file; a getter gives None for a missing field."""
     # A comma-separated file named like a task's tab-separated ones is read with tabs: say so when a row falls short.
     hint = "" if given_format or options["delimiter"] == "," else f" (read as the task's files are, fields split by {options['delimiter']!r}; --format csv reads a comma-separated file)"
-    with _opened(path) as handle:
+    with open_text(path, "input file") as handle:  # as training reads: a byte-order mark dropped, bad bytes named by line
         csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # long documents are legitimate text
-        reader = csv.reader(handle, **options)
+        reader = csv.reader(checked_lines(handle, path), **options)
         has_header = columns.header
         if has_header is None:
             if any(isinstance(column, int) for column in (*columns.texts, columns.id, columns.group)):
@@ -248,8 +238,6 @@ def _delimited_records(path: Path, columns: Columns, options: dict, given_format
                 yield row_number, where, field
         except csv.Error as error:
             raise BamError(f"{path}:{reader.line_num}: unreadable row ({error})") from None
-        except UnicodeDecodeError as error:
-            raise BamError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def _json_records(path: Path, columns: Columns) -> Iterator[tuple[int, str, Callable]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import time
 import traceback
@@ -32,7 +31,7 @@ from bam.config import Recipe, build, load_recipe, parse_override, to_dict, with
 from bam.data import DataDirectories, as_directories, describe_directories
 from bam.ensemble import check_built_from
 from bam.errors import BamError, first_line
-from bam.files import check_writable, exclusive, read_json, write_csv, write_json
+from bam.files import as_read_back, check_writable, exclusive, read_json, write_csv, write_json
 
 
 @dataclass(frozen=True)
@@ -300,8 +299,8 @@ def _check_or_write_description(path: Path, description: dict) -> None:
         # Read through today's Recipe: a setting added to bam since the folder was made takes its default,
         # which is what the older code did, so it does not count as a difference.
         with contextlib.suppress(BamError):
-            stored = {**stored, "recipe": json.loads(json.dumps(to_dict(build(Recipe, stored["recipe"]))))}
-    wanted, stored = _flatten(json.loads(json.dumps(description))), _flatten(stored)
+            stored = {**stored, "recipe": as_read_back(to_dict(build(Recipe, stored["recipe"])))}
+    wanted, stored = _flatten(as_read_back(description)), _flatten(stored)
     there, now = (lambda key: stored.get(key, "(absent)")), (lambda key: wanted.get(key, "(absent)"))
     differing = sorted(key for key in wanted.keys() | stored.keys() if there(key) != now(key))
     if differing:

@@ -142,6 +142,25 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, name, text, opt
     assert not out.exists() and not (tmp_path / "answers.txt").exists()
 
 
+@pytest.mark.parametrize("name", ["in.tsv", "in.csv", "in.jsonl"])
+def test_bytes_that_are_not_utf8_are_named_by_line_as_in_training(run, tmp_path, name):
+    rows = {"in.tsv": [b"sentence1\tsentence2", b"the cat\tthe dog", b"the \xff owl\tthe fox"],
+            "in.csv": [b"sentence1,sentence2", b'"the cat, again",the dog', b"the \xff owl,the fox"],
+            "in.jsonl": [b'{"sentence1": "the cat", "sentence2": "the dog"}', b'{"sentence1": "the cat", "sentence2": "the dog"}', b'{"sentence1": "the \xff owl", "sentence2": "the fox"}']}[name]
+    source = tmp_path / name
+    source.write_bytes(b"\n".join(rows) + b"\n")
+    result = bam_command("predict", run, source, "--task", "rte", "--out", tmp_path / "answers.csv")
+    assert result.exit_code == 2, result.output
+    position = rows[2].index(b"\xff")
+    assert result.stderr.strip().splitlines() == [f"bam: error: {source}:3: not UTF-8 text (byte 0xff at character {position} of the line)"]
+    assert not (tmp_path / "answers.csv").exists()
+
+
+def test_a_missing_input_file_is_one_line(run, tmp_path):
+    result = bam_command("predict", run, tmp_path / "absent.tsv", "--task", "rte")
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [f"bam: error: {tmp_path / 'absent.tsv'}: input file not found"], result.output
+
+
 def test_a_model_folder_with_unexpected_head_weights_is_one_line(run, tmp_path):
     import shutil
 

@@ -2,7 +2,6 @@
 
 import dataclasses
 import importlib.util
-import os
 
 import numpy as np
 import pytest

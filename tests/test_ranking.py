@@ -17,7 +17,7 @@ from bam.sampling import SAMPLERS
 from bam.config import TrainConfig
 from bam.task_types import TASK_TYPES, Batch, candidate_ranks, group_log_softmax, positive_ranks
 from bam.tasks import Task, resolve
-from bam.teacher_store import Predictions, read_manifest, read_predictions, read_teacher, write_predictions
+from bam.teacher_store import Predictions, read_manifest, read_predictions, write_predictions
 from bam.training import Units, memory_passes, process_share
 
 from conftest import write_recipe

@@ -16,7 +16,7 @@ from bam.student import distill
 from bam.tasks import resolve
 from bam.teacher_store import Predictions, read_predictions, write_teacher
 
-from conftest import GLUE_FIXTURE, write_recipe
+from conftest import write_recipe
 
 
 def _store_teaching(store, task, data, train_fingerprint, labels: torch.Tensor) -> None:
