@@ -1,7 +1,8 @@
 """The `bam` command: each subcommand reads its inputs (a recipe, or sweep folders), calls one stage function, and shows progress.
 
 Everything rich (progress bars, tables) lives here, not in the stages. Input
-errors (`BamError`) print one line and exit with status 2.
+errors (`BamError`) print one line and exit with status 2, and so do wrong
+arguments (click's usage errors, shown as one line with the command's --help).
 """
 
 from __future__ import annotations
@@ -147,7 +148,31 @@ def one_writer(output: Path, *parts: str):
         yield
 
 
-@click.group()
+class OneLineUsageErrors(click.Group):
+    """A group whose usage errors (an unknown option, a bad choice, a missing argument) are one line, like bam's own errors."""
+
+    def main(self, *args, **kwargs):
+        try:
+            # Without standalone mode click leaves the errors to us; it returns --help's and --version's exit code,
+            # or the command's return value (bam's commands return nothing: success).
+            code = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.UsageError as error:
+            if isinstance(error, click.exceptions.NoArgsIsHelpError):  # plain `bam`: the help is the answer, not an error
+                click.echo(error.format_message(), err=True)
+                sys.exit(error.exit_code)
+            command = error.ctx.command_path if error.ctx is not None else "bam"
+            click.echo(f"bam: error: {error.format_message().rstrip('.')} (see '{command} --help')", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:  # a file argument that does not exist, and the like
+            click.echo(f"bam: error: {error.format_message()}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineUsageErrors)
 @click.version_option(package_name="bam")
 def main():
     """bam: Born-Again Multi-Task networks.

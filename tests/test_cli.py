@@ -240,3 +240,22 @@ def test_a_package_model_elsewhere_on_the_path_loads_as_before(tmp_path, monkeyp
         resolve_model_path("package:no_such_model_pkg")
     with pytest.raises(BamError, match=r"names one top-level module"):
         resolve_model_path("package:")
+
+
+@pytest.mark.parametrize(
+    "arguments, line",
+    [
+        (["distill", "--anneal", "bogus", "r.toml"], "bam: error: Invalid value for '--anneal': 'bogus' is not one of 'linear', 'none', 'constant' (see 'bam distill --help')"),
+        (["nosuch"], "bam: error: No such command 'nosuch' (see 'bam --help')"),
+        (["report"], "bam: error: Missing argument 'SWEEPS...' (see 'bam report --help')"),
+        (["sweep", "r.toml", "--workers", "two"], "bam: error: Invalid value for '--workers': 'two' is not a valid integer range (see 'bam sweep --help')"),
+    ],
+)
+def test_wrong_arguments_are_one_line_like_bams_own_errors(arguments, line):
+    result = CliRunner().invoke(main, arguments, prog_name="bam")
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [line], result.output
+
+
+def test_plain_bam_shows_the_help():
+    result = CliRunner().invoke(main, [], prog_name="bam")
+    assert result.output.startswith("Usage: bam [OPTIONS] COMMAND") and "bam: error" not in result.output
