@@ -129,10 +129,10 @@ def adapt(
         raise BamError(f"--draws: {draws} must be at least 1")
     tokenizer = load_tokenizer(recipe.model, recipe.max_length)  # every start is fed the recipe's tokenization
     chosen = starts(recipe, start_points, tokenizer)
+    data, _ = load_tokenized(task, data_dir, tokenizer, recipe.max_length)  # bad data is refused before the folder is described
     check_writable(out)
     out.mkdir(exist_ok=True)
     _check_or_write_description(out, recipe, task, data_dir, chosen)
-    data, _ = load_tokenized(task, data_dir, tokenizer, recipe.max_length)
     cells = [Cell(start, fraction, draw) for start in chosen for fraction in sorted(set(fractions)) for draw in range(draws)]
 
     # train each cell that has no record yet, rewriting the table of every finished cell as each finishes

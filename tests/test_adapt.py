@@ -1,6 +1,7 @@
 """`bam adapt` (MT-DNN's few-data domain adaptation) on the tiny encoder: nested subsets, starts, resume, report, bad input."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -68,7 +69,6 @@ def test_a_second_run_skips_every_finished_cell_and_the_report_compares_starts(a
 
 
 def test_a_later_command_adds_its_cells_and_a_start_from_other_weights_is_refused(adapted, tmp_path):
-    import shutil
 
     folder, command, _ = adapted
     recipe = command[1]
@@ -124,3 +124,14 @@ def test_no_fraction_is_one_line_and_writes_nothing(tiny_recipe, tmp_path, fract
     result = bam("adapt", tiny_recipe, "--task", "rte", "--start", "pretrained", "--fractions", fractions, "--data-dir", GLUE_FIXTURE, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "--fractions: no fraction given" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_bad_data_is_refused_before_the_folder_is_made(tmp_path, tiny_model):
+    data = tmp_path / "data"
+    shutil.copytree(GLUE_FIXTURE, data)
+    train = data / "RTE" / "train.tsv"
+    train.write_text(train.read_text() + "999\tthe owl sleeps\tthe owl\tmaybe\n")
+    recipe = write_recipe(tmp_path, tiny_model)
+    result = bam("adapt", recipe, "--task", "rte", "--fractions", "1", "--draws", "1", "--data-dir", data, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "RTE/train.tsv:" in result.stderr and "'maybe'" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()  # an adapt.json written first would refuse the corrected data as "another recipe"
