@@ -69,7 +69,6 @@ def test_a_second_run_skips_every_finished_cell_and_the_report_compares_starts(a
 
 
 def test_a_later_command_adds_its_cells_and_a_start_from_other_weights_is_refused(adapted, tmp_path):
-
     folder, command, _ = adapted
     recipe = command[1]
     result = bam("adapt", recipe, "--task", "rte", "--start", "pretrained", "--fractions", "0.5", "--draws", "2", "--data-dir", GLUE_FIXTURE, "--out", folder / "out")
