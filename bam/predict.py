@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bam.data import checked_lines, column_index, group_numbers, group_value, json_field, json_lines, open_text
@@ -137,7 +138,7 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
     """The ids, texts and (when the rows have them) labels of an input file, each row checked."""
     reading = _reading(path, task, given_format)
     records = _json_records(path, columns) if reading is None else _delimited_records(path, columns, reading, given_format)
-    ids, texts, raw_labels, scored, groups, first_rows = [], [], [], [], [], {}
+    ids, texts, raw_labels, scored, groups, wheres = [], [], [], [], [], []
     has_labels = None
     for row_number, where, fields in records:
         found = [fields(column) for column in columns.texts]
@@ -148,7 +149,6 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
         texts.append(found[0] if len(found) == 1 else (found[0], found[1]))
         if columns.group is not None:
             groups.append(group_value(_required(fields(columns.group), where, f"group column {columns.group!r}"), columns.group, where))
-            first_rows.setdefault(groups[-1], where)
         label = fields(columns.label) if columns.label is not None else None
         if has_labels is None:
             has_labels = label is not None  # the first row (or a header naming the column) decides; every row must agree
@@ -157,24 +157,18 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
         if has_labels and label not in task.spec.local.skip_labels:
             raw_labels.append(task.type.parse_label(label, task.spec, where))
             scored.append(len(texts) - 1)
+            wheres.append(where)
     if not texts:
         raise BamError(f"{path}: no rows to predict")
     if has_labels and len(scored) < len(texts):
         logger.info("%s: %d of %d row(s) have a label in skip_labels: answered, not scored", path, len(texts) - len(scored), len(texts))
     labels = torch.as_tensor(raw_labels) if raw_labels else None
     if labels is not None and columns.group is not None:
-        _check_scored_groups([groups[row] for row in scored], labels, first_rows)
+        # Scored as the task's dev set is: a group without exactly one positive is refused, or left out
+        # (local.invalid_groups = "drop"); every row is still answered.
+        kept = task.type.check_groups(labels.numpy(), np.asarray(group_numbers([groups[row] for row in scored])), wheres, task.spec, path)
+        scored, labels = [scored[index] for index in kept], labels[torch.as_tensor(kept, dtype=torch.int64)]
     return Rows(ids, texts, labels, scored, torch.as_tensor(group_numbers(groups)) if columns.group is not None else None)
-
-
-def _check_scored_groups(groups: list[str], labels: torch.Tensor, first_rows: dict[str, str]) -> None:
-    """Each group of the scored rows has exactly one positive candidate (label index 1), or one line naming the group and its first row."""
-    positives: dict[str, int] = {}
-    for group, label in zip(groups, labels.tolist()):
-        positives[group] = positives.get(group, 0) + (label == 1)
-    for group, count in positives.items():
-        if count != 1:
-            raise BamError(f"{first_rows[group]}: group {group!r} has {count} positive candidates; a ranking group is scored with exactly one")
 
 
 def _reading(path: Path, task: Task, given_format: str | None) -> dict | None:

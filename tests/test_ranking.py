@@ -299,7 +299,8 @@ def test_a_ranking_task_trains_teaches_a_student_and_predicts_ranks(tmp_path, ti
     (tmp_path / "two-right.tsv").write_text("\n".join([lines[0], *(line.replace("\twrong", "\tright") if line == first else line for line in lines[1:])]) + "\n")
     result = bam("predict", run, tmp_path / "two-right.tsv", "--task", "qa", "--out", tmp_path / "refused.jsonl")
     group = first.split("\t")[0]
-    assert result.exit_code == 2 and f"group {group!r} has 2 positive candidates" in result.output and "two-right.tsv:" in result.output
+    starts = next(number for number, line in enumerate(lines[1:], start=2) if line.split("\t")[0] == group)
+    assert result.exit_code == 2 and f"two-right.tsv:{starts}: the group starting here has 2 positive candidates ('right')" in result.output, result.output
     assert not (tmp_path / "refused.jsonl").exists()
     result = bam("predict", run, data / "RTE" / "dev.tsv", "--task", "rte", "--group-column", "label")
     assert result.exit_code == 2 and "--group-column: task 'rte' is a classification task, which has no groups" in result.output
@@ -354,6 +355,24 @@ def test_adaptation_subsets_of_a_ranking_task_hold_whole_groups_numbered_again(t
 def test_units_refuse_group_numbers_with_a_gap():
     with pytest.raises(BamError, match="group numbers must run 0, 1, ... without gaps \\(1 has no rows\\)"):
         Units.of(_Rows([0, 0, 2, 2], [3, 3, 3, 3]))
+
+
+@pytest.mark.parametrize("invalid_groups", ["refuse", "drop"])
+def test_predict_scores_a_file_as_the_task_scores_its_dev_set(tmp_path, caplog, invalid_groups):
+    """`bam predict` answers every row and scores the groups the task's own dev set would: a group with two
+    positives is refused in one line naming its first row, or (invalid_groups = "drop") answered, not scored, and counted."""
+    from bam.predict import choose_columns, read_rows
+
+    write_qa(tmp_path, extra="g7b\twhere\tthe first\tright\ng7b\twhere\tthe second\tright\n")
+    path, task = tmp_path / "QA" / "dev.tsv", qa_task(invalid_groups=invalid_groups)
+    if invalid_groups == "refuse":
+        with pytest.raises(BamError, match=r"dev.tsv:22: the group starting here has 2 positive candidates"):
+            read_rows(path, task, choose_columns(task, (), None, None))
+        return
+    with caplog.at_level("INFO"):
+        rows = read_rows(path, task, choose_columns(task, (), None, None))
+    assert len(rows.ids) == 22 and rows.scored == list(range(20)) and rows.labels.tolist().count(1) == 10
+    assert "left out 1 of 11 group(s) (2 rows)" in caplog.text
 
 
 def test_scoring_a_group_without_exactly_one_positive_is_one_line():
