@@ -69,11 +69,9 @@ class Model:
         candidates of one group); each answer then has its score and its rank in the group.
         """
         chosen = self.task(task)
-        numbers = None
-        if groups is not None:
-            if len(groups) != len(texts):
-                raise BamError(f"groups: {len(groups)} given for {len(texts)} texts; give one per text")
-            numbers = torch.as_tensor(group_numbers([str(group) for group in groups]), dtype=torch.int64)
+        numbers = None if groups is None else torch.as_tensor(group_numbers(_checked_groups(groups, texts, chosen)), dtype=torch.int64)
+        if numbers is None and chosen.type.batch_unit == "group":
+            raise BamError(f"task {task!r} ranks the candidates of each group: give groups=, one group per text")
         return chosen.type.answers(self.outputs(texts, task, **options), chosen.spec, numbers)
 
 
@@ -156,6 +154,20 @@ def text_count(spec: TaskSpec) -> int | None:
     """How many texts one example of the task has (1, or 2 for a pair), as its data description says; None if unsaid."""
     counts = {len(spec.local.text_columns), len(spec.hub.text_fields)} - {0}
     return counts.pop() if len(counts) == 1 else None
+
+
+def _checked_groups(groups: Sequence, texts: Texts, task: Task) -> list[str | int]:
+    """One group per text, each a non-empty string or an integer (1 and "1" are different groups, as in a JSON-lines file)."""
+    if task.type.batch_unit != "group":
+        raise BamError(f"groups: task {task.name!r} is a {task.spec.type} task, which has no groups")
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence):
+        raise BamError(f"groups must be a list with one group per text, not a {type(groups).__name__}")
+    if len(groups) != len(texts):
+        raise BamError(f"groups: {len(groups)} given for {len(texts)} texts; give one per text")
+    for position, group in enumerate(groups):
+        if isinstance(group, bool) or not isinstance(group, (str, int)) or (isinstance(group, str) and not group.strip()):
+            raise BamError(f"group {position}: expected a non-empty string or an integer, got {group!r:.80}")
+    return list(groups)
 
 
 def _as_dataset(texts: Texts, task: Task) -> datasets.Dataset:

@@ -3,6 +3,7 @@ whole by every batching step, the data and store checks, and a ranking task end 
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -292,6 +293,18 @@ def test_a_ranking_task_trains_teaches_a_student_and_predicts_ranks(tmp_path, ti
     assert [answer.rank for answer in answers[:2]] in ([1, 2], [2, 1]) and sorted(answer.rank for answer in answers[2:]) == [1, 2]
     with pytest.raises(BamError, match="groups: 3 given for 4 texts"):
         model.predict(pairs, task="qa", groups=["q1", "q1", "q2"])
+    for groups, message in [
+        ("q1q2", "groups must be a list with one group per text, not a str"),  # not four groups of one character
+        (iter(["q1"] * 4), "groups must be a list with one group per text, not a list_iterator"),
+        (["q1", None, "q2", "q2"], "group 1: expected a non-empty string or an integer, got None"),
+        (["q1", " ", "q2", "q2"], "group 1: expected a non-empty string or an integer, got ' '"),
+        (None, "task 'qa' ranks the candidates of each group: give groups=, one group per text"),
+    ]:
+        with pytest.raises(BamError, match=re.escape(message)):
+            model.predict(pairs, task="qa", groups=groups)
+    with pytest.raises(BamError, match="groups: task 'rte' is a classification task, which has no groups"):
+        model.predict(pairs, task="rte", groups=["q1", "q1", "q2", "q2"])
+    assert [answer.rank for answer in model.predict(pairs, task="qa", groups=[1, "1", 2, 2])[:2]] == [1, 1]  # 1 and "1": two groups
 
     # A labelled file with a group of two right answers: refused, naming the group and its row, and no answers written.
     lines = (data / "QA" / "dev.tsv").read_text().splitlines()
