@@ -36,7 +36,7 @@ from bam.teacher_store import Predictions, read_manifest, read_split, stored_tas
 
 # The spec fields that say what a teacher's outputs mean and how they are scored: members must agree on them.
 # (Where the data files are, and which head produced the outputs, may differ.)
-SCORED_FIELDS = ("type", "labels", "label_range", "metrics")
+SCORED_FIELDS = ("type", "labels", "label_range", "metrics", "ranking_scale")  # what the members must share: how outputs are scored and read as targets
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ class TaskType(Protocol):
     batch_unit: str  # what a batch is made of: "example", or "group" (a ranking task's candidates, never split)
     discrete_labels: bool  # labels are classes: a held-out dev split is stratified by them, a hub's -1 means "no label"
     likelihood: str  # "categorical" or "gaussian": which form of uncertainty weighting fits its loss (bam.weighting)
+    target_settings: tuple[str, ...]  # the spec fields that turn stored outputs into teacher targets: a store records them, its students must share them
 
     def check_spec(self, task_name: str, spec: TaskSpec) -> None:
         """Refuse a spec this type cannot train, naming the task and field."""
@@ -131,6 +132,7 @@ class Classification:
     name = "classification"
     label_dtype = "int64"
     batch_unit = "example"
+    target_settings = ()
     discrete_labels = True
     likelihood = "categorical"
 
@@ -202,6 +204,7 @@ class Regression:
     name = "regression"
     label_dtype = "float32"
     batch_unit = "example"
+    target_settings = ()
     discrete_labels = False
     likelihood = "gaussian"
 
@@ -287,6 +290,7 @@ class Ranking:
     name = "ranking"
     label_dtype = "int64"
     batch_unit = "group"
+    target_settings = ("ranking_scale",)
     discrete_labels = False  # the head gives one score per candidate, not a distribution over labels
     likelihood = "categorical"  # a softmax over each group's candidates
 

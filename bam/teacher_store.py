@@ -158,6 +158,7 @@ def write_teacher(
             "task": task.name,
             "type": task.spec.type,
             "labels": list(task.spec.labels),
+            "target_settings": target_settings(task),
             "train_fingerprint": train_fingerprint,
             "files": files,
             **details,
@@ -187,6 +188,25 @@ def read_manifest(store: Path, task_name: str) -> dict:
     return manifest
 
 
+def target_settings(task: Task) -> dict:
+    """The task settings under which a teacher's stored outputs become its targets (a ranking task's scale; none for the others)."""
+    return {field: getattr(task.spec, field) for field in task.type.target_settings}
+
+
+def recorded_target_settings(manifest: dict, task: Task, where: str) -> dict:
+    """The target settings a teacher was trained with: its manifest's, or for a store from before bam recorded them,
+    its recorded recipe's spec of the task; one line if neither says."""
+    fields = task.type.target_settings
+    recorded = manifest.get("target_settings")
+    if recorded is None:
+        recipe = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
+        recorded = (recipe.get("custom_tasks") or {}).get(task.name) or {}
+    missing = [field for field in fields if not isinstance(recorded, dict) or field not in recorded]
+    if missing:
+        raise BamError(f"{where}: the manifest does not record the teacher's {missing[0]} (a store bam did not write, or an older one); retrain the teacher")
+    return {field: recorded[field] for field in fields}
+
+
 @dataclass(frozen=True)
 class Teacher:
     """A teacher's training-set outputs, and the checksum of the file they were verified against."""
@@ -203,6 +223,10 @@ def read_teacher(store: Path, task: Task, train_ids: torch.Tensor, train_fingerp
         raise BamError(f"{where}: teacher is {manifest['type']}, the task is {task.spec.type}")
     if manifest["labels"] != list(task.spec.labels):
         raise BamError(f"{where}: teacher label order {manifest['labels']} differs from the task's {list(task.spec.labels)}")
+    recorded, expected = recorded_target_settings(manifest, task, where), target_settings(task)
+    for field, value in expected.items():
+        if recorded[field] != value:  # the teacher's stored scores would give the student another target distribution
+            raise BamError(f"{where}: teacher was trained with {field} = {recorded[field]!r}, the task has {value!r}; train the teachers with the task's {field}")
     if manifest["train_fingerprint"] != train_fingerprint:
         raise BamError(f"{where}: teacher was made from different training data (fingerprint {manifest['train_fingerprint'][:12]}, data {train_fingerprint[:12]}); retrain the teacher")
     path, sha256 = _checked_file(store, task.name, manifest, "train")

@@ -442,3 +442,34 @@ def test_an_ensemble_of_ranking_stores_without_groups_is_refused(tmp_path):
     with pytest.raises(BamError, match="its predictions hold no groups"):
         ensemble_teachers([tmp_path / "store0", tmp_path / "store1"], tmp_path / "ensemble")
     assert not (tmp_path / "ensemble").exists()
+
+
+def test_a_teacher_is_read_only_with_the_ranking_scale_it_was_trained_with(tmp_path):
+    """Stored scores become targets through softmax(scale * score): a student, or an ensemble member, with another scale
+    would learn another distribution than the teacher's own, so it is refused; a store from before bam recorded the
+    scale is read through its recorded recipe, and one that records neither is refused."""
+    from bam.config import Recipe, to_dict
+    from bam.ensemble import ensemble_teachers
+    from bam.teacher_store import read_teacher, write_teacher
+
+    rows = Predictions(torch.tensor([0, 1, 2, 3]), torch.tensor([[0.1], [0.2], [0.4], [0.3]]), torch.tensor([1, 0, 0, 1]), torch.tensor([0, 0, 1, 1]))
+    for name, scale in (("three", 3.0), ("one", 1.0)):
+        task = Task("qa", TaskSpec(**{**vars(qa_task().spec), "ranking_scale": scale}))
+        recipe = to_dict(Recipe(model="m", tasks=("qa",), custom_tasks={"qa": task.spec}))
+        write_teacher(tmp_path / name, task, predictions={"train": rows, "dev": rows}, train_fingerprint="f", details={"recipe": recipe}, save_model=None)
+    assert json.loads((tmp_path / "three" / "qa" / "manifest.json").read_text())["target_settings"] == {"ranking_scale": 3.0}
+    three = Task("qa", TaskSpec(**{**vars(qa_task().spec), "ranking_scale": 3.0}))
+    assert read_teacher(tmp_path / "three", three, rows.ids, "f").outputs.tolist() == rows.outputs.tolist()
+    with pytest.raises(BamError, match=r"three, task 'qa': teacher was trained with ranking_scale = 3.0, the task has 1.0"):
+        read_teacher(tmp_path / "three", qa_task(), rows.ids, "f")
+    with pytest.raises(BamError, match="its recorded recipe gives the task another ranking_scale"):
+        ensemble_teachers([tmp_path / "one", tmp_path / "three"], tmp_path / "ensemble")
+
+    manifest_path = tmp_path / "three" / "qa" / "manifest.json"
+    older = {key: value for key, value in json.loads(manifest_path.read_text()).items() if key != "target_settings"}
+    write_json(manifest_path, older)  # as bam wrote it before recording target settings: the recipe still says 3
+    with pytest.raises(BamError, match="teacher was trained with ranking_scale = 3.0, the task has 1.0"):
+        read_teacher(tmp_path / "three", qa_task(), rows.ids, "f")
+    write_json(manifest_path, {key: value for key, value in older.items() if key != "recipe"})
+    with pytest.raises(BamError, match="the manifest does not record the teacher's ranking_scale"):
+        read_teacher(tmp_path / "three", three, rows.ids, "f")
