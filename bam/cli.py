@@ -255,7 +255,7 @@ def finetune_command(run, tasks, seed, data_dir, overrides, out):
 @click.option("--task", "task_name", required=True, help="The new task (one of the recipe's), e.g. scitail.")
 @click.option("--start", "start_points", multiple=True, default=("pretrained",), show_default=True,
               help="Where each cell's encoder comes from: 'pretrained' (the recipe's model) or a run directory (its shared encoder); repeatable.")
-@click.option("--fractions", default="0.001,0.01,0.1,1", show_default=True, help="Comma-separated shares of the training rows, each in (0, 1].")
+@click.option("--fractions", default="0.001,0.01,0.1,1", show_default=True, help="Comma-separated shares of the training rows (of the groups, for a ranking task), each in (0, 1].")
 @click.option("--draws", type=int, default=5, show_default=True, help="Random subsets per fraction (the draw number seeds the subset).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Training seed of every cell (overrides the recipe's `seed`).")
 @data_dir_option

@@ -154,10 +154,10 @@ def _convert(value: Any, annotation: Any, key: str, default: Any = None) -> Any:
                 return _convert(value, option, key)
             except BamError:
                 continue
-        raise BamError(f"{key}: expected {_type_name(annotation)}, got {_type_name(type(value))} {value!r}")
+        raise BamError(f"{key}: expected {_type_name(annotation)}, got {_shown(value)}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise BamError(f"{key}: expected a list, got {_type_name(type(value))} {value!r}")
+            raise BamError(f"{key}: expected a list, got {_shown(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(item, args[0], f"{key}[{i}]") for i, item in enumerate(value))
         if len(value) != len(args):
@@ -165,7 +165,7 @@ def _convert(value: Any, annotation: Any, key: str, default: Any = None) -> Any:
         return tuple(_convert(item, arg, f"{key}[{i}]") for i, (item, arg) in enumerate(zip(value, args)))
     if origin is dict:
         if not isinstance(value, dict):
-            raise BamError(f"{key}: expected a table, got {_type_name(type(value))} {value!r}")
+            raise BamError(f"{key}: expected a table, got {_shown(value)}")
         return {name: _convert(item, args[1], f"{key}.{name}") for name, item in value.items()}
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -173,7 +173,12 @@ def _convert(value: Any, annotation: Any, key: str, default: Any = None) -> Any:
         raise BamError(f"{key}: expected a number, got nan")
     if annotation in (int, float, str, bool) and (type(value) is annotation):
         return value
-    raise BamError(f"{key}: expected {_type_name(annotation)}, got {_type_name(type(value))} {value!r}")
+    raise BamError(f"{key}: expected {_type_name(annotation)}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A wrong value in an error: a boolean as TOML spells it, anything else with its kind."""
+    return str(value).lower() if isinstance(value, bool) else f"{_type_name(type(value))} {value!r}"
 
 
 def _type_name(annotation: Any) -> str:

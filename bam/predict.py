@@ -109,6 +109,9 @@ def choose_columns(
     position of the task's own files (CoLA's 1) would point at some other field of another file.
     """
     local = task.spec.local
+    for option, given in (("--id-column", id_column), ("--label-column", label_column), ("--group-column", group_column), *(("--text-columns", column) for column in text_columns)):
+        if given is not None and not given.strip():  # an empty name would silently fall back to the task's column
+            raise BamError(f"{option}: an empty column name; give a header name or a 0-based position")
     if text_columns:
         if not 1 <= len(text_columns) <= 2:
             raise BamError(f"--text-columns: give one or two columns, got {len(text_columns)}")

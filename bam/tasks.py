@@ -87,8 +87,14 @@ def check_spec(name: str, spec: TaskSpec) -> None:
         raise BamError(f"task {name!r}: unknown metric {unknown[0]!r}{did_you_mean(unknown[0], metrics.METRICS)}; metrics that fit this task: {fitting}")
     if not spec.metrics:
         raise BamError(f"task {name!r}: `metrics` must name at least one metric")
-    if spec.local.group_column != "" and kind.batch_unit != "group":
-        raise BamError(f"task {name!r}: `local.group_column` groups the candidates of a ranking task; a {spec.type} task has no groups")
+    if kind.batch_unit != "group":  # a ranking setting on another type would be silently ignored
+        for key, value, default in (
+            ("local.group_column", spec.local.group_column, LocalFiles.__dataclass_fields__["group_column"].default),
+            ("local.invalid_groups", spec.local.invalid_groups, LocalFiles.__dataclass_fields__["invalid_groups"].default),
+            ("ranking_scale", spec.ranking_scale, TaskSpec.__dataclass_fields__["ranking_scale"].default),
+        ):
+            if value != default:
+                raise BamError(f"task {name!r}: `{key}` is a ranking task's setting (its groups of candidates); a {spec.type} task has no groups")
     kind.check_spec(name, spec)
     _check_local(name, spec)
     head = head_kind(spec.head, name)

@@ -51,6 +51,8 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path):
 def test_wrong_type_is_named(tmp_path):
     with pytest.raises(BamError, match=r"teacher.batch_size: expected an integer, got a string '32'"):
         load_recipe(write(tmp_path, '[teacher]\nbatch_size = "32"\n'))
+    with pytest.raises(BamError, match=r"teacher.learning_rate: expected a number, got true$"):
+        load_recipe(write(tmp_path, "[teacher]\nlearning_rate = true\n"))
     with pytest.raises(BamError, match=r"precision: 'bf17' is not one of"):
         load_recipe(write(tmp_path, 'precision = "bf17"\n'))
 

@@ -128,6 +128,7 @@ def fixture_copy(tmp_path, name: str, text: str):
         ("in.jsonl", '{"a": "x", "b": "y", "k": 1}\n', ["--text-columns", "a,b", "--id-column", "2"], r"name the id column by key \(--id-column\)"),
         ("in.tsv", "the cat\tthe dog\n", ["--text-columns", "0,1"], r"--text-columns gives positions: say whether the file's first line is a header \(--header or --no-header\)"),
         ("in.tsv", "sentence1,sentence2\nthe cat,the dog\n", [], r"no column named 'sentence1' in the header \(sentence1,sentence2\)"),
+        ("in.tsv", "sentence1\tsentence2\nthe cat\tthe dog\n", ["--id-column", ""], r"--id-column: an empty column name; give a header name or a 0-based position"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, name, text, options, message):

@@ -207,7 +207,9 @@ def test_a_group_without_exactly_one_positive_is_refused_naming_its_row_or_dropp
         ({"metrics": ("f1",)}, "metric 'f1' does not fit a ranking task"),
         ({"head": "san", "head_options": {}}, "the san head answers with class probabilities"),
         ({"local": LocalFiles(**{**vars(LOCAL), "dev_fraction": 0.2, "dev": {"dev": "dev.tsv"}})}, "cannot hold out part of a task with groups"),
-        ({"type": "classification", "metrics": ("accuracy",)}, "a classification task has no groups"),
+        ({"type": "classification", "metrics": ("accuracy",)}, "`local.group_column` is a ranking task's setting (its groups of candidates); a classification task has no groups"),
+        ({"type": "regression", "metrics": ("pearson",), "local": LocalFiles(**{**vars(LOCAL), "group_column": ""}), "ranking_scale": 2.0}, "`ranking_scale` is a ranking task's setting"),
+        ({"type": "classification", "metrics": ("accuracy",), "local": LocalFiles(**{**vars(LOCAL), "group_column": "", "invalid_groups": "drop"})}, "`local.invalid_groups` is a ranking task's setting"),
         ({"local": LocalFiles(**{**vars(LOCAL), "group_column": 0})}, "`local.group_column` gives position 0 while `local.header` is true"),
     ],
 )
