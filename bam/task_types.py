@@ -388,11 +388,8 @@ def group_log_softmax(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tenso
 
 def candidate_ranks(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """Each candidate's 1-based place in its group by score (ties share the better place)."""
-    ranks = torch.empty(len(scores), dtype=torch.int64)
-    for group in torch.unique(groups):
-        rows = (groups == group).nonzero().squeeze(-1)
-        ranks[rows] = (scores[rows].unsqueeze(0) > scores[rows].unsqueeze(1)).sum(dim=1) + 1
-    return ranks
+    ordered = _GroupOrder(scores, groups)
+    return ordered.count_from(ordered.keys, right=True) + 1  # the group's candidates scoring strictly higher, plus one
 
 
 def positive_ranks(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> np.ndarray:
@@ -400,15 +397,32 @@ def positive_ranks(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Ten
 
     A tie with the positive counts against it, so a model scoring every candidate alike ranks nothing right.
     """
-    ranks = []
-    for group in torch.unique(groups):
-        rows = groups == group
-        positives = int((labels[rows] == 1).sum())
-        if positives != 1:  # a file scored by `bam predict` is not checked as training data is
-            raise BamError(f"group {int(group)} (numbered in order of appearance) has {positives} positive candidates; a ranking group is scored with exactly one")
-        positive = scores[rows][labels[rows] == 1].max()
-        ranks.append(int((scores[rows] >= positive).sum()) - 1)
-    return np.asarray(ranks, dtype=np.int64)
+    ordered = _GroupOrder(scores, groups)
+    positives = torch.bincount(ordered.group_index, weights=(labels == 1).double(), minlength=len(ordered.group_values))
+    if (positives != 1).any():  # a file scored by `bam predict` is not checked as training data is
+        bad = int((positives != 1).nonzero()[0])
+        raise BamError(f"group {int(ordered.group_values[bad])} (numbered in order of appearance) has {int(positives[bad])} positive candidates; a ranking group is scored with exactly one")
+    rows = (labels == 1).nonzero().squeeze(-1)
+    ranks = torch.empty(len(ordered.group_values), dtype=torch.int64)
+    ranks[ordered.group_index[rows]] = ordered.count_from(ordered.keys[rows], right=False) - 1  # those scoring at least as high, but itself
+    return ranks.numpy()
+
+
+class _GroupOrder:
+    """The rows sorted by (group, score) as one integer key each, so that counting a group's candidates above a score
+    is two binary searches: O(n log n) for a whole file, where a loop over groups would be quadratic."""
+
+    def __init__(self, scores: torch.Tensor, groups: torch.Tensor):
+        self.group_values, self.group_index = torch.unique(groups, return_inverse=True)
+        _, score_index = torch.unique(scores.double(), return_inverse=True)  # dense ranks of the scores, equal scores equal
+        self.width = int(score_index.max()) + 2 if len(score_index) else 1
+        self.keys = self.group_index * self.width + score_index
+        self.sorted_keys = torch.sort(self.keys).values
+
+    def count_from(self, keys: torch.Tensor, right: bool) -> torch.Tensor:
+        """For each key, its group's candidates above it (right=True: strictly above; False: at or above)."""
+        group_end = torch.searchsorted(self.sorted_keys, (torch.div(keys, self.width, rounding_mode="floor") + 1) * self.width)
+        return group_end - torch.searchsorted(self.sorted_keys, keys, right=right)
 
 
 def _label_index(raw: str, spec: TaskSpec, where: str) -> int:

@@ -84,6 +84,21 @@ def test_a_tie_with_the_positive_is_not_a_right_ranking():
     assert positive_ranks(torch.tensor([1.0, 1.0]), torch.tensor([0, 1]), torch.tensor([0, 0])).tolist() == [1]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_ranks_equal_a_count_over_each_group_with_ties_gaps_and_negative_scores(seed):
+    generator = torch.Generator().manual_seed(seed)
+    groups = torch.randint(0, 40, (300,), generator=generator) * 3  # numbers with gaps, rows of a group scattered
+    scores = torch.randint(-3, 3, (300,), generator=generator).float() / 2  # many ties
+    expected = [1 + int(((groups == groups[row]) & (scores > scores[row])).sum()) for row in range(300)]
+    assert candidate_ranks(scores, groups).tolist() == expected
+    labels = torch.zeros(300, dtype=torch.int64)
+    for group in groups.unique():
+        rows = (groups == group).nonzero().squeeze(-1)
+        labels[rows[torch.randint(len(rows), (1,), generator=generator)]] = 1
+    expected = [int(((groups == group) & (scores >= scores[(groups == group) & (labels == 1)])).sum()) - 1 for group in groups.unique()]
+    assert positive_ranks(scores, labels, groups).tolist() == expected
+
+
 def test_answers_give_each_candidates_score_and_rank_in_its_group():
     answers = RANKING.answers(torch.tensor([[0.1], [0.7], [0.3], [0.2]]), SPEC, torch.tensor([0, 0, 1, 1]))
     assert [(answer.rank, round(answer.score, 3)) for answer in answers] == [(2, 0.1), (1, 0.7), (1, 0.3), (2, 0.2)]
