@@ -51,6 +51,7 @@ class Rows:
     labels: torch.Tensor | None  # of the scored rows, parsed as the task parses its training labels; None when the file has none
     scored: list[int]  # the rows with a gold label (not one of the task's skip_labels)
     groups: torch.Tensor | None = None  # each row's group number (a ranking task's candidates of one question share one)
+    group_values: list[str | int] | None = None  # each row's group as the file gives it, written beside its rank
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def predict_file(
     scores = None
     if rows.labels is not None:
         scores = task.score(rows.labels, outputs[rows.scored], None if rows.groups is None else rows.groups[rows.scored])
-    write_answers(out, output_format, rows.ids, task.type.answers(outputs, task.spec, rows.groups))
+    write_answers(out, output_format, rows.ids, task.type.answers(outputs, task.spec, rows.groups), rows.group_values)
     return scores
 
 
@@ -171,7 +172,9 @@ def read_rows(path: Path, task: Task, columns: Columns, given_format: str | None
         # (local.invalid_groups = "drop"); every row is still answered.
         kept = task.type.check_groups(labels.numpy(), np.asarray(group_numbers([groups[row] for row in scored])), wheres, task.spec, path)
         scored, labels = [scored[index] for index in kept], labels[torch.as_tensor(kept, dtype=torch.int64)]
-    return Rows(ids, texts, labels, scored, torch.as_tensor(group_numbers(groups)) if columns.group is not None else None)
+    if columns.group is None:
+        return Rows(ids, texts, labels, scored)
+    return Rows(ids, texts, labels, scored, torch.as_tensor(group_numbers(groups)), groups)
 
 
 def _reading(path: Path, task: Task, given_format: str | None) -> dict | None:
@@ -259,9 +262,12 @@ def _output_format(out: Path | None) -> str:
     return chosen
 
 
-def write_answers(out: Path | None, output_format: str, ids: Sequence, answers: list[Answer]) -> None:
-    """CSV (id, label and one probability_<label> column per label, or value) or JSON lines; written whole or not at all."""
-    text = _as_jsonl(ids, answers) if output_format == "jsonl" else _as_csv(ids, answers)
+def write_answers(out: Path | None, output_format: str, ids: Sequence, answers: list[Answer], groups: Sequence | None = None) -> None:
+    """CSV (id, label and one probability_<label> column per label, or value; a ranking task's group, score and rank)
+    or JSON lines with the same fields; written whole or not at all."""
+    # A rank means something only beside the group it is a rank in.
+    keys = [{"id": row_id} for row_id in ids] if groups is None else [{"id": row_id, "group": group} for row_id, group in zip(ids, groups)]
+    text = _as_jsonl(keys, answers) if output_format == "jsonl" else _as_csv(keys, answers)
     if out is None:
         sys.stdout.write(text)
         return
@@ -273,16 +279,16 @@ def _record(answer: Answer) -> dict:
     return {name: value for name, value in vars(answer).items() if value is not None}
 
 
-def _as_jsonl(ids: Sequence, answers: list[Answer]) -> str:
-    return "".join(json.dumps({"id": row_id, **_record(answer)}, ensure_ascii=False) + "\n" for row_id, answer in zip(ids, answers))
+def _as_jsonl(keys: list[dict], answers: list[Answer]) -> str:
+    return "".join(json.dumps({**key, **_record(answer)}, ensure_ascii=False) + "\n" for key, answer in zip(keys, answers))
 
 
-def _as_csv(ids: Sequence, answers: list[Answer]) -> str:
+def _as_csv(keys: list[dict], answers: list[Answer]) -> str:
     flat = []
-    for row_id, answer in zip(ids, answers):
+    for key, answer in zip(keys, answers):
         record = _record(answer)
         probabilities = record.pop("probabilities", {})
-        flat.append({"id": row_id, **record, **{f"probability_{label}": value for label, value in probabilities.items()}})
+        flat.append({**key, **record, **{f"probability_{label}": value for label, value in probabilities.items()}})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(flat[0]), lineterminator="\n")
     writer.writeheader()

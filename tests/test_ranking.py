@@ -300,6 +300,12 @@ def test_a_ranking_task_trains_teaches_a_student_and_predicts_ranks(tmp_path, ti
     assert result.exit_code == 0, result.output
     answers = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(answers) == 20 and sorted({answer["rank"] for answer in answers}) == [1, 2]
+    dev_groups = [line.split("\t")[0] for line in (data / "QA" / "dev.tsv").read_text().splitlines()[1:]]
+    assert [answer["group"] for answer in answers] == dev_groups  # each rank beside the group it ranks in
+    for group in set(dev_groups):
+        assert sorted(answer["rank"] for answer in answers if answer["group"] == group) == [1, 2]
+    result = bam("predict", run, data / "QA" / "dev.tsv", "--task", "qa", "--out", tmp_path / "answers.csv")
+    assert result.exit_code == 0 and (tmp_path / "answers.csv").read_text().splitlines()[0].startswith("id,group,score,rank"), result.output
     assert f"accuracy {metrics['accuracy']:.2f}" in result.output  # the same model on the same dev file scores the same
 
     import bam as api
