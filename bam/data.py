@@ -274,7 +274,7 @@ def _json_records(path: Path, local, columns: Sequence[int | str]):
         def field(column, record=record, where=where) -> str:
             value = json_field(record, column, where)
             if value is None:
-                raise BamError(f"{where}: no field {column!r}")
+                raise BamError(f"{where}: field {column!r} is null" if column in record else f"{where}: no field {column!r}")
             return value
 
         yield number - 1, where, field  # ids are 0-based lines, as a delimited file's rows

@@ -34,6 +34,7 @@ from bam.errors import BamError
 logger = logging.getLogger(__name__)
 
 CORRELATIONS = frozenset({"pearson", "spearman"})
+MAX_RANKING_SCALE = 1000.0  # MT-DNN's gamma is 1; see RankingType.check_spec
 RANKING_METRICS = frozenset({"accuracy", "mrr"})  # of a group's ranking; the others score single answers
 
 
@@ -299,8 +300,10 @@ class Ranking:
             raise BamError(f"task {task_name!r}: a ranking task has two `labels`, the second naming the positive candidate (e.g. [\"not_entailment\", \"entailment\"])")
         if spec.local.group_column == "":
             raise BamError(f"task {task_name!r}: a ranking task needs `local.group_column`, the column whose equal values make one group of candidates")
-        if not 0 < spec.ranking_scale < math.inf:
-            raise BamError(f"task {task_name!r}: `ranking_scale` must be a positive finite number, got {spec.ranking_scale!r}")
+        # Scores of a few units times a scale beyond 1000 overflow float32 logits to inf (NaN losses from step 1),
+        # and the group softmax is already an argmax long before that.
+        if not 0 < spec.ranking_scale <= MAX_RANKING_SCALE:
+            raise BamError(f"task {task_name!r}: `ranking_scale` must be a number above 0 and at most {MAX_RANKING_SCALE:g}, got {spec.ranking_scale!r}")
         _check_metrics(task_name, spec, self.fitting_metrics(spec), "a ranking task")
 
     def fitting_metrics(self, spec: TaskSpec) -> list[str]:

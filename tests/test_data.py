@@ -454,6 +454,7 @@ def test_json_lines_are_read_by_key_with_unlabelled_rows_skipped_and_counted(tmp
     "line, message",
     [
         ('{"sentence1": "a", "label": "neutral"}', r"train.json:1: no field 'sentence2'"),
+        ('{"sentence1": "a", "sentence2": null, "label": "neutral"}', r"train.json:1: field 'sentence2' is null"),
         ('{"sentence1": "a", "sentence2": ["b"], "label": "neutral"}', r"train.json:1: field 'sentence2' must be a string or a number, not list"),
         ('["a", "b", "neutral"]', r"train.json:1: not a JSON object"),
         ('{"sentence1": "a", "sentence2": "b", "label": "neutral"', r"train.json:1: not a JSON object \("),

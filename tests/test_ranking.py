@@ -218,7 +218,8 @@ def test_a_group_without_exactly_one_positive_is_refused_naming_its_row_or_dropp
     [
         ({"local": LocalFiles(**{**vars(LOCAL), "group_column": ""})}, "a ranking task needs `local.group_column`"),
         ({"labels": ("a", "b", "c")}, "a ranking task has two `labels`"),
-        ({"ranking_scale": 0.0}, "`ranking_scale` must be a positive finite number"),
+        ({"ranking_scale": 0.0}, "`ranking_scale` must be a number above 0 and at most 1000, got 0.0"),
+        ({"ranking_scale": 1e300}, "`ranking_scale` must be a number above 0 and at most 1000, got 1e\\+300"),
         ({"metrics": ("f1",)}, "metric 'f1' does not fit a ranking task"),
         ({"head": "san", "head_options": {}}, "the san head answers with class probabilities"),
         ({"local": LocalFiles(**{**vars(LOCAL), "dev_fraction": 0.2, "dev": {"dev": "dev.tsv"}})}, "cannot hold out part of a task with groups"),
