@@ -189,6 +189,18 @@ def qa_task(**local) -> Task:
     return Task("qa", TaskSpec(**{**vars(SPEC), "local": LocalFiles(**{**vars(LOCAL), **local})}))
 
 
+def test_groups_of_a_single_candidate_are_counted_aloud(tmp_path, caplog):
+    write_qa(tmp_path)
+    path = tmp_path / "QA" / "train.tsv"
+    with caplog.at_level("INFO"):
+        read_split(path, qa_task().spec)
+    assert "single candidate" not in caplog.text
+    path.write_text(path.read_text() + "g98\twhere\there\tright\n" + "g99\twho\tme\tright\n")
+    with caplog.at_level("INFO"):
+        dataset = read_split(path, qa_task().spec)
+    assert len(dataset) == 42 and "train.tsv: 2 of 22 group(s) have a single candidate, which is always ranked first" in caplog.text
+
+
 def test_groups_are_numbered_in_order_of_first_appearance_and_fingerprinted(tmp_path):
     write_qa(tmp_path)
     dataset = read_split(tmp_path / "QA" / "train.tsv", qa_task().spec)
